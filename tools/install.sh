@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Idempotent installer for mt2kd.
+#
+#   bash tools/install.sh [--venv DIR] [--with-kaldifeat] [--no-apt]
+#
+# Creates a virtualenv (default ./.venv, or $MT2KD_VENV), installs torch (an existing torch is kept),
+# requirements.txt, and builds fast_rnnt (and optionally kaldifeat) from their PyPI sdists with a wheel
+# cache ($MT2KD_CACHE, default ~/.cache/mt2kd) so that a re-install takes seconds.
+# System packages espeak-ng, sox and flite (used to synthesise egs/mini) come from apt when it is usable.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${MT2KD_VENV:-$repo/.venv}
+cache=${MT2KD_CACHE:-$HOME/.cache/mt2kd}
+with_kaldifeat=false
+use_apt=true
+torch_spec=${MT2KD_TORCH:-torch==2.13.0}
+fast_rnnt_version=1.3
+kaldifeat_version=1.24
+pybind11_version=3.0.1
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --venv) venv=$2; shift 2 ;;
+    --with-kaldifeat) with_kaldifeat=true; shift ;;
+    --no-apt) use_apt=false; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $1" >&2; exit 1 ;;
+  esac
+done
+
+say() { echo "[install $(date '+%H:%M:%S')] $*"; }
+did=()
+
+# ---- system packages ---------------------------------------------------------------------------
+apt_pkgs=(espeak-ng sox flite)
+missing=()
+for p in espeak-ng sox flite; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if $use_apt && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "apt-get install ${apt_pkgs[*]} (missing: ${missing[*]})"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    did+=("apt: ${apt_pkgs[*]}")
+  else
+    say "WARNING: ${missing[*]} not found and apt-get is not usable here (not root or no apt)."
+    say "         Install them with your package manager; egs/mini synthesis needs espeak-ng and sox (flite optional)."
+  fi
+fi
+
+# ---- virtualenv -------------------------------------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating virtualenv $venv"
+  python3 -m venv "$venv"
+  did+=("venv: $venv")
+fi
+py=$venv/bin/python
+pip() { "$py" -m pip --disable-pip-version-check -q "$@"; }
+
+if ! "$py" -c "import torch" >/dev/null 2>&1; then
+  say "pip install $torch_spec"
+  pip install "$torch_spec"
+  did+=("$torch_spec")
+else
+  say "keeping torch $("$py" -c 'import torch; print(torch.__version__)')"
+fi
+
+# Quick check: skip pip when every requirement is already satisfied.
+req_stamp=$venv/.mt2kd-requirements.sha
+req_sha=$(sha1sum "$repo/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_sha" ]; then
+  say "pip install -r requirements.txt"
+  pip install -r "$repo/requirements.txt"
+  echo "$req_sha" > "$req_stamp"
+  did+=("requirements.txt")
+fi
+
+# ---- sdist builds with a wheel cache -----------------------------------------------------------
+mkdir -p "$cache/wheels" "$cache/src"
+pyinc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+
+pybind11_src() {
+  local dir=$cache/src/pybind11-$pybind11_version
+  if [ ! -f "$dir/CMakeLists.txt" ]; then
+    pip download --no-deps --no-binary=:all: -d "$cache/src" "pybind11==$pybind11_version"
+    tar -xzf "$cache/src/pybind11-$pybind11_version.tar.gz" -C "$cache/src"
+  fi
+  echo "$dir"
+}
+
+cuda_flag() {  # CUDA build only where nvcc and a CUDA torch both exist
+  if command -v nvcc >/dev/null 2>&1 && "$py" -c "import torch,sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+    echo ON
+  else
+    echo OFF
+  fi
+}
+
+build_sdist() {  # name version import_name cmake_env_var cmake_args
+  local name=$1 version=$2 mod=$3 envvar=$4 args=$5
+  if "$py" -c "import $mod" >/dev/null 2>&1; then say "$name already installed"; return; fi
+  local whl
+  whl=$(ls "$cache/wheels/${name//-/_}-$version-"*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$whl" ]; then
+    say "building $name $version from its sdist (cached in $cache/wheels)"
+    pip install cmake >/dev/null 2>&1 || true
+    env "$envvar=$args" "$py" -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps \
+      --no-binary "$name" -w "$cache/wheels" "$name==$version"
+    whl=$(ls "$cache/wheels/${name//-/_}-$version-"*.whl | head -1)
+    did+=("built $name")
+  fi
+  pip install --no-deps "$whl"
+  did+=("installed $name from $(basename "$whl")")
+}
+
+pb=$(pybind11_src)
+common="-DCMAKE_CXX_STANDARD=20 -DPYTHON_INCLUDE_DIRS=$pyinc -DFETCHCONTENT_SOURCE_DIR_PYBIND11=$pb -DFETCHCONTENT_FULLY_DISCONNECTED=ON"
+build_sdist fast-rnnt "$fast_rnnt_version" fast_rnnt FT_CMAKE_ARGS \
+  "-DFT_WITH_CUDA=$(cuda_flag) -DFT_BUILD_TESTS=OFF $common"
+if $with_kaldifeat; then
+  build_sdist kaldifeat "$kaldifeat_version" kaldifeat KALDIFEAT_CMAKE_ARGS \
+    "-DKALDIFEAT_BUILD_TESTS=OFF $common"
+fi
+
+say "done. venv=$venv"
+if [ ${#did[@]} -eq 0 ]; then say "nothing to do: everything was already installed"; else printf '  - %s\n' "${did[@]}"; fi
