@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Dump one teacher's outputs over a CutSet into verified lilcom shards (resumable; see mt2kd_lib.teachers.dump).
+
+Example::
+
+    python local/dump_teacher.py --cuts data/fbank/cuts_train.jsonl.gz --teacher whisper \
+        --teachers-config egs/mini/conf/teachers.yaml --out-dir data/teachers --shard-size 1000 \
+        --num-jobs 2 --device cuda:0,cuda:1
+    # or split across nodes: --job-index 3 --num-job-splits 8 --device cuda:0
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lhotse import CutSet  # noqa: E402
+
+from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cuts", required=True, help="lhotse CutSet manifest (jsonl[.gz])")
+    p.add_argument("--teacher", required=True, help="teacher name in --teachers-config, or a teacher kind")
+    p.add_argument("--teachers-config", default=None, help="yaml with teachers: {name: {kind: ..., ...}}")
+    p.add_argument("--out-dir", required=True, help="shards go to <out-dir>/<teacher>/")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--num-jobs", type=int, default=1, help="worker processes in this invocation")
+    p.add_argument("--job-index", type=int, default=0)
+    p.add_argument("--num-job-splits", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device or comma-separated list (round-robin to workers)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tick-power", type=int, default=None, help="lilcom tick power (default: calibrated)")
+    p.add_argument("--rel-precision-bits", type=int, default=6)
+    p.add_argument("--verify-existing", action="store_true", help="fully re-verify finished shards")
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads per teacher")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-file", default=None)
+    return p
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    setup_logger(args.log_file)
+    factory = factory_from_config(args.teacher, args.teachers_config)
+    summary = dump_teacher(
+        CutSet.from_file(args.cuts),
+        factory,
+        args.out_dir,
+        teacher_name=args.teacher,
+        shard_size=args.shard_size,
+        num_jobs=args.num_jobs,
+        job_index=args.job_index,
+        num_job_splits=args.num_job_splits,
+        device=args.device,
+        batch_size=args.batch_size,
+        tick_power=args.tick_power,
+        rel_precision_bits=args.rel_precision_bits,
+        verify_existing=args.verify_existing,
+        num_threads=args.num_threads,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

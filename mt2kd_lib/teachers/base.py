@@ -1,0 +1,80 @@
+"""The teacher interface every KD teacher implements.
+
+A teacher maps 16 kHz mono audio to either a frame-level embedding ``(T, D)`` at a known frame shift, or an
+utterance-level vector ``(D,)``. It declares its task (asr/at/sv), what its output is (an embedding or class
+probabilities), its dimension and its frame rate, so the dump stage and the KD heads can be configured from it.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+TASKS = ("asr", "at", "sv")
+OUTPUT_KINDS = ("embedding", "probabilities")
+LEVELS = ("frame", "utterance")
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher produces; stored next to its dumped outputs so readers can check them."""
+
+    name: str
+    task: str  # one of TASKS
+    output_kind: str  # one of OUTPUT_KINDS
+    level: str  # one of LEVELS
+    dim: int
+    frame_shift: Optional[float] = None  # seconds between frames; frame-level teachers only
+    sampling_rate: int = 16000
+    min_duration: float = 0.0  # shortest audio (s) the teacher accepts (its receptive field)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"teacher {self.name}: task {self.task!r} not in {TASKS}")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"teacher {self.name}: output_kind {self.output_kind!r} not in {OUTPUT_KINDS}")
+        if self.level not in LEVELS:
+            raise ValueError(f"teacher {self.name}: level {self.level!r} not in {LEVELS}")
+        if self.level == "frame" and not self.frame_shift:
+            raise ValueError(f"teacher {self.name}: a frame-level teacher needs frame_shift")
+        if self.dim <= 0:
+            raise ValueError(f"teacher {self.name}: dim must be positive, got {self.dim}")
+
+
+class Teacher(ABC):
+    """Base class. Subclasses set ``self.spec`` and implement :meth:`infer_batch`."""
+
+    spec: TeacherSpec
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> "Teacher":
+        self.device = torch.device(device)
+        return self
+
+    @abstractmethod
+    def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
+        """Run on a list of 1-D float32 waveforms at ``spec.sampling_rate``.
+
+        Returns one float32 array per input: ``(T, dim)`` for frame-level teachers, ``(dim,)`` for
+        utterance-level ones. Implementations must not pad variable-length inputs in a way that changes outputs.
+        """
+
+    def check_audio(self, audio: np.ndarray, item: str) -> None:
+        """Refuse audio the teacher cannot process, naming the item."""
+        if audio.ndim != 1:
+            raise ValueError(f"{item}: teacher {self.spec.name} expects mono 1-D audio, got shape {audio.shape}")
+        dur = audio.shape[0] / self.spec.sampling_rate
+        if dur < self.spec.min_duration:
+            raise ValueError(
+                f"{item}: {dur:.3f}s of audio is shorter than teacher {self.spec.name}'s receptive field "
+                f"({self.spec.min_duration:.3f}s)"
+            )
+        if not np.isfinite(audio).all():
+            raise ValueError(f"{item}: audio contains NaN or inf")
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames a frame-level teacher emits for ``num_samples`` samples (override when it differs)."""
+        hop = int(round(self.spec.frame_shift * self.spec.sampling_rate))
+        return num_samples // hop

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# mt2kd: the one staged pipeline (icefall conventions). See `bash run.sh --help`.
+#
+#   bash run.sh                                  # everything, on the embedded synthetic corpus egs/mini
+#   bash run.sh --stage 2 --stop-stage 3         # only some stages
+#   bash run.sh --recipe egs/librispeech_audioset_voxceleb --dry-run true   # print the commands only
+#
+# A stage that finished leaves a marker (<data-dir>/.done or <exp-dir>/.done), so a re-run skips it; an interrupted
+# stage has no marker and is redone (stages also skip their own finished parts where they can).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+recipe=egs/mini            # egs/<corpus>: prepare.sh + config.sh (+ conf/)
+stage=0
+stop_stage=100
+nj=2                       # parallel jobs for data preparation and features
+data_dir=                  # default: data/<recipe name>
+exp_dir=                   # default: exp/<recipe name>
+recipe_config=             # default: <recipe>/config.sh
+dry_run=false              # true: print every command instead of running it
+force=false                # true: ignore stage markers and redo the selected stages
+
+stage_names=(install prepare features lang teachers dump kd finetune baselines evaluate report export)
+usage() {
+  cat <<USAGE
+usage: bash run.sh [--recipe egs/mini] [--stage N] [--stop-stage M] [--nj 2] [--data-dir DIR] [--exp-dir DIR]
+                   [--recipe-config FILE] [--dry-run true] [--force true] [--<recipe setting> VALUE ...]
+stages:
+   0 install    tools/install.sh: virtualenv, torch, lhotse, fast_rnnt, espeak-ng/sox/flite
+   1 prepare    <recipe>/prepare.sh writes the manifest contract (mt2kd_lib/data/contract.py); checked + validated
+   2 features   80-dim fbank for every split (LilcomChunkyWriter), data/<recipe>/fbank/*_cuts_*.jsonl.gz
+   3 lang       sentencepiece BPE, data/<recipe>/lang_bpe_<N>/{bpe.model,tokens.txt}
+   4 teachers   train / load the three teachers (ASR, AT, SV)
+   5 dump       teacher outputs over the KD pool, sharded lilcom archives on lhotse cuts
+   6 kd         stage 1: multi-teacher knowledge distillation of the Zipformer2 student
+   7 finetune   stage 2: multi-task fine-tuning (pruned RNN-T + AT + SV)
+   8 baselines  single-task and multi-task-from-scratch students, KD ablations
+   9 evaluate   WER / mAP / EER+minDCF of every system
+  10 report     <recipe>/RESULTS.md + results.json + plots
+  11 export     deployable models
+USAGE
+}
+
+# The recipe's settings are declared before parsing so that they can be given on the command line.
+for ((i = 1; i <= $#; i++)); do
+  case "${!i}" in
+    --recipe) j=$((i + 1)); recipe=${!j} ;;
+    --recipe=*) recipe=${!i#--recipe=} ;;
+    --recipe-config) j=$((i + 1)); recipe_config=${!j} ;;
+    --recipe-config=*) recipe_config=${!i#--recipe-config=} ;;
+  esac
+done
+recipe=${recipe%/}
+recipe_config=${recipe_config:-$recipe/config.sh}
+if [ ! -f "$recipe_config" ]; then echo "run.sh: no recipe config $recipe_config (is --recipe right?)" >&2; exit 1; fi
+# shellcheck disable=SC1090
+. "$recipe_config"
+. tools/parse_options.sh
+
+name=$(basename "$recipe")
+data_dir=${data_dir:-data/$name}
+exp_dir=${exp_dir:-exp/$name}
+manifest_dir=$data_dir/manifests
+fbank_dir=$data_dir/fbank
+lang_dir=$data_dir/lang_bpe_${vocab_size:-500}
+
+log() {
+  # icefall style: time, file:line, message
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+run() {  # every command a stage runs goes through here, so --dry-run true prints the whole pipeline
+  log "+ $*"
+  if [ "$dry_run" != true ]; then "$@"; fi
+}
+
+marker() {  # data stages keep their markers with the data, model stages with the experiment
+  if [ "$1" -le 3 ]; then echo "$data_dir/.done/stage-$1-${stage_names[$1]}"; else echo "$exp_dir/.done/stage-$1-${stage_names[$1]}"; fi
+}
+
+stage_selected() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+run_stage() {  # run_stage N: runs stage_N unless it is outside --stage/--stop-stage or already done
+  local n=$1 m
+  stage_selected "$n" || return 0
+  m=$(marker "$n")
+  if [ -f "$m" ] && [ "$force" != true ]; then
+    log "Stage $n (${stage_names[$n]}): done before ($m), skipping"
+    return 0
+  fi
+  log "Stage $n (${stage_names[$n]}): start"
+  local t0=$SECONDS
+  "stage_$n"
+  if [ "$dry_run" != true ]; then
+    mkdir -p "$(dirname "$m")"
+    echo "finished $(date '+%F %T') in $((SECONDS - t0)) s" > "$m"
+  fi
+  log "Stage $n (${stage_names[$n]}): done in $((SECONDS - t0)) s"
+}
+
+stage_0() { run bash tools/install.sh; }
+
+stage_1() {
+  # A recipe passes its own options to prepare.sh through a `prepare_args` function in its config.sh
+  # (a function, so that command-line overrides parsed after config.sh are seen).
+  local args=()
+  if declare -F prepare_args >/dev/null; then read -r -a args <<< "$(prepare_args)"; fi
+  run bash "$recipe/prepare.sh" --manifest-dir "$manifest_dir" --nj "$nj" "${args[@]}"
+  run python3 local/check_manifests.py --manifest-dir "$manifest_dir"
+}
+
+stage_2() { run python3 local/compute_fbank.py --manifest-dir "$manifest_dir" --fbank-dir "$fbank_dir" --nj "$nj"; }
+
+stage_3() { run python3 local/prepare_bpe.py --manifest-dir "$manifest_dir" --lang-dir "$lang_dir" --vocab-size "$vocab_size"; }
+
+not_yet() {  # stages whose code has not landed yet say so and stop the pipeline cleanly
+  log "Stage $1 (${stage_names[$1]}) is not available yet in this version of mt2kd; stopping here."
+  exit 0
+}
+for n in 4 5 6 7 8 9 10 11; do
+  declare -F "stage_$n" >/dev/null || eval "stage_$n() { not_yet $n; }"
+done
+
+log "recipe=$recipe data_dir=$data_dir exp_dir=$exp_dir stages $stage..$stop_stage${dry_run:+ (dry run: $dry_run)}"
+run_stage 0
+# After install, use the project's virtualenv and put the repo on PYTHONPATH.
+. ./path.sh
+for n in 1 2 3 4 5 6 7 8 9 10 11; do run_stage "$n"; done
+log "all selected stages finished"
