@@ -16,12 +16,12 @@ from mt2kd_lib.data.contract import check_contract, cuts_path, read_class_labels
 import corpus_layouts as L  # tests/ is on sys.path (pytest rootdir-less import mode)
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / "local" / "prepare_librispeech_audioset_voxceleb.py"
+PREPARE = REPO / "egs" / "librispeech_audioset_voxceleb" / "prepare.sh"  # runs local/prepare_librispeech_audioset_voxceleb.py
 
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
-    """Build every tree once and run the real CLI on them (one subprocess: the expensive part)."""
+    """Build every tree once and run the real prepare.sh -> CLI on them (one subprocess: the expensive part)."""
     root = tmp_path_factory.mktemp("corpora")
     exp = {
         "libri": L.make_librispeech(root / "librispeech"),
@@ -31,11 +31,11 @@ def corpora(tmp_path_factory):
         "musan": L.make_musan(root / "musan_root"),
     }
     out = root / "manifests"
-    cmd = [sys.executable, str(CLI), "--manifest-dir", str(out), "--nj", "2",
-           "--librispeech-dir", str(root / "librispeech"), "--audioset-dir", str(root / "audioset"),
-           "--audioset-full", "--voxceleb1-dir", str(root / "vox1"), "--voxceleb2-dir", str(root / "vox2"),
-           "--musan-dir", str(root / "musan_root")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # The recipe's stage-1 script, configured the way a user does it: corpus folders via config.sh variables.
+    env = {**os.environ, "dl_dir": str(root / "absent"), "librispeech_dir": str(root / "librispeech"),
+           "audioset_dir": str(root / "audioset"), "voxceleb1_dir": str(root / "vox1"),
+           "voxceleb2_dir": str(root / "vox2"), "musan_dir": str(root / "musan_root"), "MT2KD_PYTHON": sys.executable}
+    cmd = ["bash", str(PREPARE), "--manifest-dir", str(out), "--nj", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, out, exp, proc.stderr
@@ -118,6 +118,26 @@ def test_kd_pool_and_musan(corpora):
     musan = CutSet.from_file(out / "musan_cuts.jsonl.gz")
     assert {c.id: c.custom["musan_part"] for c in musan} == exp["musan"]
     assert all(len(c.supervisions) == 0 and c.sampling_rate == 16000 for c in musan)
+
+
+def test_index_update_keeps_other_tasks(corpora, tmp_path):
+    from mt2kd_lib.data.corpora.paper import CorpusPaths, prepare_paper_corpora
+
+    root, out, _, _ = corpora
+    with pytest.raises(ValueError, match="no corpus directory"):
+        prepare_paper_corpora(CorpusPaths(), tmp_path)
+    index = json.loads((out / "index.json").read_text())
+    # A second run with one corpus (into a copy, the module fixture stays intact) keeps the other tasks.
+    m = tmp_path / "m"
+    m.mkdir()
+    for f in out.iterdir():
+        (m / f.name).write_bytes(f.read_bytes())
+    new = prepare_paper_corpora(CorpusPaths(librispeech_dir=root / "librispeech", librispeech_train_100=True), m, 1,
+                                existing_index=index)
+    assert new["asr"]["train"] == "train-clean-100" and new["at"] == index["at"] and new["sv"] == index["sv"]
+    pool = CutSet.from_file(cuts_path(m, "kd", "pool")).to_eager()
+    assert sum(c.custom["origin"] == "asr" for c in pool) == 2  # rebuilt from train-clean-100 (2 usable cuts)
+    assert check_contract(m).ok
 
 
 def test_trial_errors_and_options(corpora, tmp_path, caplog):

@@ -367,3 +367,11 @@ def test_beats_building_blocks_match_published_formulation():
     expected = att.out_proj(out).transpose(0, 1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert math.isfinite(float(got.abs().max()))
+
+
+def test_registry_lazy_import_error(monkeypatch):
+    from mt2kd_lib.teachers import registry
+
+    monkeypatch.setitem(registry.KINDS, "ghost", ("mt2kd_lib.teachers.no_such_module", "GhostTeacher"))
+    with pytest.raises(ImportError, match="teacher kind 'ghost' needs module mt2kd_lib.teachers.no_such_module"):
+        registry.build_teacher("ghost")

@@ -75,6 +75,17 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_sha" ]; then
   did+=("requirements.txt")
 fi
 
+# Packages whose declared dependencies would drag in CUDA builds (openai-whisper -> triton): installed without
+# them; the light dependencies they really import are in requirements.txt.
+for spec in "openai-whisper==20250625:whisper"; do
+  pkg=${spec%%:*}; mod=${spec##*:}
+  if ! "$py" -c "import $mod" >/dev/null 2>&1; then
+    say "pip install --no-deps $pkg"
+    pip install --no-deps "$pkg"
+    did+=("$pkg (no deps)")
+  fi
+done
+
 # ---- sdist builds with a wheel cache -----------------------------------------------------------
 mkdir -p "$cache/wheels" "$cache/src"
 pyinc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -23,6 +23,7 @@ frequency patches of each time patch, at ``input_patch_size * 10 ms`` (160 ms) p
 
 import math
 from collections import defaultdict
+from functools import lru_cache
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -72,6 +73,7 @@ class BEATsConfig:
         return cls(**{k: v for k, v in cfg.items() if k in known})
 
 
+@lru_cache(maxsize=8)
 def kaldi_mel_banks(num_bins: int, padded_window: int = 512, sample_rate: int = SAMPLE_RATE,
                     low_freq: float = 20.0) -> torch.Tensor:
     """Kaldi's triangular mel filters ``(num_bins, padded_window // 2 + 1)`` (Nyquist column zero).
@@ -291,7 +293,9 @@ def load_beats_checkpoint(checkpoint: Union[str, Path]) -> Tuple[BEATs, BEATsCon
         raise ValueError(f"BEATs checkpoint {path} could not be read by torch.load: {e}") from e
     if not isinstance(ckpt, dict) or "cfg" not in ckpt or "model" not in ckpt:
         keys = sorted(ckpt.keys()) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"BEATs checkpoint {path} is not in the official format (dict with 'cfg', 'model'); found {keys}")
+        raise ValueError(
+            f"BEATs checkpoint {path} is not in the official format (dict with 'cfg', 'model'); found {keys}"
+        )
     cfg = BEATsConfig.from_dict(ckpt["cfg"])
     model = BEATs(cfg)
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

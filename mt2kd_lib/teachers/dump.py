@@ -284,7 +284,7 @@ def _init_worker(factory: TeacherFactoryFn, devices: "mp.Queue", threads: int, l
     torch.set_num_threads(threads)
     device = devices.get()
     try:
-        _WORKER["teacher"] = factory(device)
+        _WORKER["teacher"] = factory(device=device)
     except Exception as e:  # an initializer that raises makes Pool respawn workers forever; report it per task
         _WORKER["error"] = RuntimeError(f"building the teacher on {device} failed in worker {os.getpid()}: {e!r}")
 
@@ -315,7 +315,7 @@ class _LocalRunner:
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            self.teacher = factory(device)
+            self.teacher = factory(device=device)
         except Exception:
             torch.set_num_threads(self.old_threads)
             raise
@@ -345,9 +345,8 @@ class _PoolRunner:
         for w in range(num_jobs):
             queue.put(devices[w % len(devices)])
         threads = threads or max(1, (os.cpu_count() or 1) // num_jobs)
-        self.pool = ctx.Pool(
-            num_jobs, initializer=_init_worker, initargs=(factory, queue, threads, logging.getLogger().getEffectiveLevel())
-        )
+        level = logging.getLogger().getEffectiveLevel()
+        self.pool = ctx.Pool(num_jobs, initializer=_init_worker, initargs=(factory, queue, threads, level))
 
     def spec(self) -> TeacherSpec:
         return self.pool.apply(_worker_spec)
@@ -456,7 +455,8 @@ def dump_teacher(
 
     Args:
         cuts: the cuts (ids must be unique); their order defines the shards, so resume with the same CutSet.
-        teacher_factory: picklable callable ``device -> Teacher`` (e.g. :class:`TeacherFactory`).
+        teacher_factory: picklable callable, called as ``teacher_factory(device=...)`` -> Teacher (e.g.
+            :class:`TeacherFactory`, or ``functools.partial(ResemblyzerTeacher, level="frame")``).
         teacher_name: folder / field prefix; defaults to the teacher's ``spec.name``.
         shard_size: cuts per shard.
         num_jobs: worker processes in this invocation (1 = run in this process).

@@ -214,7 +214,9 @@ class ECAPA_TDNN(nn.Module):
     ) -> None:
         super().__init__()
         if not len(channels) == len(kernel_sizes) == len(dilations):
-            raise ValueError(f"ECAPA: channels {channels}, kernel_sizes {kernel_sizes}, dilations {dilations} differ in length")
+            raise ValueError(
+                f"ECAPA: channels {channels}, kernel_sizes {kernel_sizes}, dilations {dilations} differ in length"
+            )
         self.blocks = nn.ModuleList([TDNNBlock(input_size, channels[0], kernel_sizes[0], dilations[0])])
         for i in range(1, len(channels) - 1):
             self.blocks.append(SERes2NetBlock(channels[i - 1], channels[i], res2net_scale, se_channels,
@@ -300,7 +302,9 @@ class EcapaTeacher(Teacher):
         except Exception as e:
             raise ValueError(f"ECAPA checkpoint {path} could not be read by torch.load: {e}") from e
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise ValueError(f"ECAPA checkpoint {path} is not a state dict of tensors (SpeechBrain embedding_model.ckpt)")
+            raise ValueError(
+                f"ECAPA checkpoint {path} is not a state dict of tensors (SpeechBrain embedding_model.ckpt)"
+            )
         self.model = ecapa_from_state_dict(sd, path, dilations)
         n_mels = self.model.blocks[0].conv.conv.in_channels
         self.feats = EcapaFeatures(n_mels)

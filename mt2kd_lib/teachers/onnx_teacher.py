@@ -82,7 +82,8 @@ class OnnxTeacher(Teacher):
         want_rank = 3 if input == "fbank" else 2
         if len(ins[0].shape) != want_rank:
             raise ValueError(
-                f"ONNX teacher {name}: input {ins[0].name} has shape {ins[0].shape}; input={input!r} needs rank {want_rank}"
+                f"ONNX teacher {name}: input {ins[0].name} has shape {ins[0].shape}; "
+                f"input={input!r} needs rank {want_rank}"
             )
         if input == "fbank" and isinstance(ins[0].shape[2], int) and ins[0].shape[2] != num_mel_bins:
             raise ValueError(

@@ -253,7 +253,6 @@ def attach_fields_by_id(cuts: CutSet, sources: Mapping[str, CutSet]) -> CutSet:
     """
     lookup: Dict[str, Dict[str, Any]] = {}
     for name, src in sources.items():
-        seen = 0
         table: Dict[str, Any] = {}
         for c in src:
             if c.id in table:
@@ -262,7 +261,6 @@ def attach_fields_by_id(cuts: CutSet, sources: Mapping[str, CutSet]) -> CutSet:
             if value is None:
                 raise ValueError(f"source for field {name!r}: cut {c.id} does not have that field")
             table[c.id] = value
-            seen += 1
         lookup[name] = table
     out = []
     counts = {name: 0 for name in sources}

@@ -10,7 +10,7 @@ Layouts (after unzipping the official archives)::
 Audio is found recursively by extension (``.wav``, ``.flac``, ``.m4a``), so trees where VoxCeleb2 was converted
 to wav (``dev/wav/<speaker>/<video>/<nnnnn>.wav``, the common practice) work unchanged. Reading m4a needs an
 ffmpeg-enabled lhotse audio backend; without one every m4a fails and a clear error says to convert to wav.
-A speaker's set comes from the meta csv; without it, VoxCeleb1 uses the published verification test speakers
+``iden_split.txt`` (the identification split) is not needed. A speaker's set comes from the meta csv; without it, VoxCeleb1 uses the published verification test speakers
 (id10270..id10309) and VoxCeleb2 the archive folder (a path part named ``test`` -> test, else dev).
 
 Cut id scheme (the same as lhotse's VoxCeleb recipe): ``<speaker>-<video>-<nnnnn>``, e.g. trial path

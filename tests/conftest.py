@@ -1,0 +1,33 @@
+"""Shared fixtures: one tiny egs/mini built through run.sh (stages 1-3) for the whole test session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+TINY_CORPUS = REPO / "egs/mini/conf/corpus_tiny.yaml"
+TINY_VOCAB = 64
+
+
+def run_pipeline(data_dir: Path, exp_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """``bash run.sh`` on the tiny corpus; returns the finished process (stdout+stderr merged)."""
+    cmd = ["bash", str(REPO / "run.sh"), "--corpus-config", str(TINY_CORPUS), "--vocab-size", str(TINY_VOCAB),
+           "--data-dir", str(data_dir), "--exp-dir", str(exp_dir), *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory):
+    """data/ and exp/ dirs of the tiny corpus after run.sh stages 1-3 (prepare, features, lang)."""
+    root = tmp_path_factory.mktemp("tiny_recipe")
+    data_dir, exp_dir = root / "data", root / "exp"
+    proc = run_pipeline(data_dir, exp_dir, "--stage", "1", "--stop-stage", "3")
+    return {"data": data_dir, "exp": exp_dir, "log": proc.stdout, "lang": data_dir / f"lang_bpe_{TINY_VOCAB}"}

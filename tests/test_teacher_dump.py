@@ -1,0 +1,335 @@
+"""Teacher dump into lilcom shards with the real resemblyzer speaker encoder (weights ship in its wheel).
+
+Covers: both teacher levels, stock lhotse read-back vs the float outputs, collation, summary numbers, resume after
+an interrupted dump, corrupt-archive detection, too-short audio, dim mismatch, job splits, the CLI and attaching
+several teachers' fields by cut id.
+"""
+
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("resemblyzer")
+
+from lhotse import CutSet, Recording  # noqa: E402
+from lhotse.array import Array, TemporalArray  # noqa: E402
+from lhotse.dataset.collation import collate_custom_field  # noqa: E402
+from lhotse.utils import compute_num_frames  # noqa: E402
+
+from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
+from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher, normalize_volume  # noqa: E402
+from mt2kd_lib.teachers.shards import (  # noqa: E402
+    attach_teachers,
+    combine_shards,
+    shard_is_finished,
+    shard_paths,
+    verify_shard,
+)
+
+SR = 16000
+DURATIONS = [1.0, 2.0, 3.0, 1.5, 0.3, 2.5, 1.2]  # index 4 is shorter than the utterance teacher's 0.5 s minimum
+SHORT_ID = "utt4"
+
+UttFactory = functools.partial(ResemblyzerTeacher, level="utterance")
+FrameFactory = functools.partial(ResemblyzerTeacher, level="frame")
+
+
+def _write_cuts(folder: Path, durations: List[float], seed: int = 0) -> CutSet:
+    """Tones with speaker-ish harmonics plus noise, one wav per cut."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    cuts = []
+    for i, d in enumerate(durations):
+        t = np.arange(int(d * SR)) / SR
+        f0 = 110 + 40 * i
+        x = sum(0.08 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 5)) + 0.01 * rng.standard_normal(t.size)
+        path = folder / f"utt{i}.wav"
+        sf.write(path, x.astype(np.float32), SR)
+        cut = Recording.from_file(path, recording_id=f"utt{i}").to_cut()
+        cuts.append(dataclasses.replace(cut, id=f"utt{i}"))
+    return CutSet.from_cuts(cuts)
+
+
+def _audio(cut) -> np.ndarray:
+    return cut.load_audio()[0].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 busy cores: one thread is far faster for the LSTM
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, threads) -> Dict:
+    root = tmp_path_factory.mktemp("dump")
+    cuts = _write_cuts(root / "wav", DURATIONS)
+    return {"root": root, "cuts": cuts}
+
+
+@pytest.fixture(scope="module")
+def teachers(threads) -> Dict[str, ResemblyzerTeacher]:
+    return {"utterance": ResemblyzerTeacher("utterance"), "frame": ResemblyzerTeacher("frame")}
+
+
+@pytest.fixture(scope="module")
+def utt_dump(data) -> Dict:
+    out = data["root"] / "out"
+    summary = dump_teacher(data["cuts"], UttFactory, out, shard_size=3, num_threads=1, progress=False)
+    return {"out": out, "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def frame_dump(data) -> Dict:
+    out = data["root"] / "out"
+    summary = dump_teacher(data["cuts"], FrameFactory, out, shard_size=2, num_jobs=2, progress=False)
+    return {"out": out, "summary": summary}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The teacher itself
+
+
+def test_resemblyzer_teacher_outputs(data, teachers):
+    cuts = list(data["cuts"])
+    a, b = _audio(cuts[1]), _audio(cuts[3])
+    utt, frm = teachers["utterance"], teachers["frame"]
+    assert utt.spec.dim == 256 and utt.spec.task == "sv" and utt.spec.level == "utterance"
+    assert frm.spec.frame_shift == 0.01 and frm.spec.level == "frame"
+    e = utt.infer_batch([a, b])
+    assert [x.shape for x in e] == [(256,), (256,)]
+    np.testing.assert_allclose([np.linalg.norm(x) for x in e], 1.0, atol=1e-5)
+    # identical to the official embed_utterance on the volume-normalised (not VAD-trimmed) audio
+    ref = utt.encoder.embed_utterance(normalize_volume(a))
+    np.testing.assert_allclose(e[0], ref, atol=1e-6)
+    # two different "speakers" are not identical
+    assert float(e[0] @ e[1]) < 0.999
+    s = frm.infer_batch([a, b])
+    assert s[0].shape == ((a.size + 80) // 160, 256) and s[1].shape == ((b.size + 80) // 160, 256)
+    assert np.abs(s[0]).max() < 1.0  # LSTM hidden states live in (-1, 1)
+    # padded batching is exact: b alone gives the same states as b in a batch with the longer a
+    np.testing.assert_allclose(frm.infer_batch([b])[0], s[1], atol=1e-5)
+    with pytest.raises(ValueError, match="shorter than teacher resemblyzer"):
+        utt.infer_batch([np.zeros(1000, np.float32)])
+    with pytest.raises(ValueError, match="level"):
+        ResemblyzerTeacher("segment")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Utterance level
+
+
+def test_utterance_dump_files_readback_and_summary(data, teachers, utt_dump):
+    out, summary = utt_dump["out"], utt_dump["summary"]
+    tdir = out / "resemblyzer"
+    for i in range(3):
+        for key in ("archive", "manifest", "done"):
+            assert shard_paths(tdir, i)[key].is_file(), (i, key)
+        assert not shard_paths(tdir, i)["tmp_archive"].exists()
+    # too-short audio: skipped, counted, listed
+    skipped = shard_paths(tdir, 1)["skipped"].read_text().split("\n")[0].split("\t")
+    assert skipped[0] == SHORT_ID and "min_duration" in skipped[1]
+    assert summary["num_skipped"] == 1 and summary["num_written"] == 6 and summary["num_cuts"] == 7
+
+    field = "resemblyzer_embedding"
+    tp = summary["tick_power"]
+    cuts = combine_shards(out, "resemblyzer")
+    assert [c.id for c in cuts] == [c.id for c in data["cuts"] if c.id != SHORT_ID]
+    by_id = {c.id: c for c in data["cuts"]}
+    errs = []
+    for c in cuts:
+        assert isinstance(c.custom[field], Array)
+        stored = c.load_custom(field)
+        np.testing.assert_array_equal(stored, c.load_resemblyzer_embedding())  # cut.load_<field>()
+        ref = teachers["utterance"].infer_batch([_audio(by_id[c.id])])[0]
+        errs.append(np.abs(stored - ref).max())
+    errs = np.array(errs)
+    # lilcom error: non-zero (lossy), within half a tick, and what the summary measured
+    assert 0 < errs.max() <= 2.0 ** (tp - 1) + 1e-6
+    assert errs.max() == pytest.approx(summary["max_abs_error"], abs=1e-5)
+
+    batch = collate_custom_field(cuts, field)
+    assert tuple(batch.shape) == (6, 256)
+    np.testing.assert_allclose(batch[2].numpy(), cuts[2].load_custom(field))
+
+    assert summary["archive_to_float32_ratio"] <= 0.3
+    assert summary["bytes_per_value"] == pytest.approx(4 * summary["archive_to_float32_ratio"])
+    assert summary["float32_bytes"] == 6 * 256 * 4
+    assert summary["hours"] == pytest.approx((sum(DURATIONS) - 0.3) / 3600, rel=1e-3)
+    assert summary["this_run"]["audio_seconds_per_second"] > 0
+    assert 0 < summary["rms_rel_error"] < 0.02 and summary["max_rel_error"] < 0.02
+    on_disk = json.loads((tdir / "summary.json").read_text())
+    assert on_disk["archive_bytes"] == summary["archive_bytes"] == sum(
+        shard_paths(tdir, i)["archive"].stat().st_size for i in range(3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frame level, two worker processes
+
+
+def test_frame_dump_two_workers(data, teachers, frame_dump):
+    out, summary = frame_dump["out"], frame_dump["summary"]
+    assert summary["num_shards"] == summary["num_shards_done"] == 4
+    assert summary["num_skipped"] == 0  # 0.3 s is long enough for frame level
+    field = "resemblyzer_frame_embedding"
+    cuts = combine_shards(out, "resemblyzer_frame")
+    by_id = {c.id: c for c in data["cuts"]}
+    tol = 2.0 ** (summary["tick_power"] - 1) + 1e-5
+    for c in cuts:
+        ta = c.custom[field]
+        assert isinstance(ta, TemporalArray) and ta.frame_shift == 0.01 and ta.temporal_dim == 0
+        stored = c.load_custom(field)
+        assert stored.shape == (compute_num_frames(c.duration, 0.01, SR), 256)
+        ref = teachers["frame"].infer_batch([_audio(by_id[c.id])])[0]
+        assert np.abs(stored - ref).max() <= tol
+    padded, lens = collate_custom_field(cuts, field, pad_value=0.0)
+    assert tuple(padded.shape) == (7, 300, 256)
+    assert lens.tolist() == [int(d * 100) for d in DURATIONS]
+    assert float(padded[4, 30:].abs().max()) == 0.0
+    assert summary["archive_to_float32_ratio"] <= 0.3
+
+
+def test_attach_several_teachers_by_id(data, utt_dump, frame_dump):
+    pool = attach_teachers(data["cuts"], utt_dump["out"], ["resemblyzer", "resemblyzer_frame"])
+    fields = {c.id: set(c.custom or {}) for c in pool}
+    assert fields[SHORT_ID] == {"resemblyzer_frame_embedding"}  # missing teacher output = absent field
+    assert all(f == {"resemblyzer_embedding", "resemblyzer_frame_embedding"} for k, f in fields.items()
+               if k != SHORT_ID)
+    both = pool.filter(lambda c: c.id != SHORT_ID)
+    assert tuple(collate_custom_field(both, "resemblyzer_embedding").shape) == (6, 256)
+    assert collate_custom_field(both, "resemblyzer_frame_embedding", pad_value=0.0)[0].shape[0] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Robustness
+
+
+def _snapshot(tdir: Path, index: int) -> Dict[str, tuple]:
+    out = {}
+    for key in ("archive", "manifest", "done"):
+        st = shard_paths(tdir, index)[key].stat()
+        out[key] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def test_resume_after_interrupted_dump(tmp_path, threads):
+    cuts = _write_cuts(tmp_path / "wav", [1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 0.7], seed=1)
+    wav = tmp_path / "wav" / "utt4.wav"  # belongs to shard 2 with shard_size 2
+    hidden = tmp_path / "utt4.wav.bak"
+    shutil.move(wav, hidden)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="utt4"):
+        dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    tdir = out / "resemblyzer"
+    assert [shard_is_finished(tdir, i)[0] for i in range(4)] == [True, True, False, False]
+    assert shard_paths(tdir, 2)["tmp_archive"].exists()  # what a crash mid-shard leaves behind
+    with pytest.raises(RuntimeError, match="not finished"):
+        combine_shards(out, "resemblyzer")
+    before = {i: _snapshot(tdir, i) for i in (0, 1)}
+
+    shutil.move(hidden, wav)
+    summary = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    assert summary["this_run"]["shards_processed"] == 2
+    assert summary["num_shards_done"] == 4 and summary["num_written"] == 7
+    assert {i: _snapshot(tdir, i) for i in (0, 1)} == before  # verified shards not rewritten
+    assert not shard_paths(tdir, 2)["tmp_archive"].exists()
+    assert len(combine_shards(out, "resemblyzer")) == 7
+
+    # resuming with other settings is refused instead of mixing shard layouts
+    with pytest.raises(ValueError, match="shard_size"):
+        dump_teacher(cuts, UttFactory, out, shard_size=3, num_threads=1, progress=False)
+
+
+def test_corrupt_archive_detected_and_redone(tmp_path, threads):
+    cuts = _write_cuts(tmp_path / "wav", [1.0, 1.3, 0.9, 1.1], seed=2)
+    out = tmp_path / "out"
+    # two independent jobs split the shards
+    s0 = dump_teacher(cuts, UttFactory, out, shard_size=2, job_index=0, num_job_splits=2, num_threads=1,
+                      progress=False)
+    assert s0["num_shards_done"] == 1
+    assert len(combine_shards(out, "resemblyzer", allow_incomplete=True)) == 2
+    s1 = dump_teacher(cuts, UttFactory, out, shard_size=2, job_index=1, num_job_splits=2, num_threads=1,
+                      progress=False)
+    assert s1["num_shards_done"] == 2 and s1["this_run"]["shards_processed"] == 1
+    tdir = out / "resemblyzer"
+    field = "resemblyzer_embedding"
+
+    # truncated archive: verification names the file; the cheap resume check notices; re-running redoes it
+    arch = shard_paths(tdir, 0)["archive"]
+    data = arch.read_bytes()
+    arch.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RuntimeError, match="shard-00000.lca"):
+        verify_shard(tdir, 0, field)
+    assert not shard_is_finished(tdir, 0)[0]
+    keep = _snapshot(tdir, 1)
+    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    assert s["this_run"]["shards_processed"] == 1 and _snapshot(tdir, 1) == keep
+    assert verify_shard(tdir, 0, field)["num_arrays"] == 2
+
+    # same-size corruption passes the cheap check but not a full re-verification
+    arch1 = shard_paths(tdir, 1)["archive"]
+    raw = bytearray(arch1.read_bytes())
+    for k in range(40, 80):
+        raw[k] ^= 0x5A
+    arch1.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match="shard-00001.lca"):
+        verify_shard(tdir, 1, field)
+    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    assert s["this_run"]["shards_processed"] == 0
+    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False, verify_existing=True)
+    assert s["this_run"]["shards_processed"] == 1
+    verify_shard(tdir, 1, field)
+
+
+def _wrong_dim_teacher(device: str) -> ResemblyzerTeacher:
+    """The real teacher with a spec that lies about its dimension."""
+    t = ResemblyzerTeacher("utterance", device=device)
+    t.spec = dataclasses.replace(t.spec, dim=128)
+    return t
+
+
+def test_bad_inputs(tmp_path, data, threads):
+    cuts = data["cuts"]
+    with pytest.raises(ValueError, match=r"resemblyzer.*utt0|utt0.*resemblyzer"):
+        dump_teacher(cuts, _wrong_dim_teacher, tmp_path / "o", shard_size=3, tick_power=-10, num_threads=1,
+                     progress=False)
+    assert not shard_paths(tmp_path / "o" / "resemblyzer", 0)["done"].exists()
+    with pytest.raises(ValueError, match="shard_size"):
+        dump_teacher(cuts, UttFactory, tmp_path / "o2", shard_size=0)
+    with pytest.raises(ValueError, match="job_index"):
+        dump_teacher(cuts, UttFactory, tmp_path / "o2", job_index=2, num_job_splits=2)
+    dup = CutSet.from_cuts([cuts[0], cuts[0]])
+    with pytest.raises(ValueError, match="duplicate cut id utt0"):
+        dump_teacher(dup, UttFactory, tmp_path / "o2")
+
+
+def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local"))
+    import dump_teacher as cli
+
+    cuts_path = tmp_path / "cuts.jsonl.gz"
+    data["cuts"].subset(first=3).to_file(cuts_path)
+    cfg = tmp_path / "teachers.yaml"
+    cfg.write_text("teachers:\n  spk:\n    kind: resemblyzer\n    level: utterance\n    dim: 256\n")
+    f = factory_from_config("spk", cfg)
+    assert f.kind == "resemblyzer" and f.kwargs == {"level": "utterance"} and f.expected_dim == 256
+    argv = ["dump_teacher.py", "--cuts", str(cuts_path), "--teacher", "spk", "--teachers-config", str(cfg),
+            "--out-dir", str(tmp_path / "out"), "--shard-size", "2", "--num-threads", "1", "--no-progress"]
+    monkeypatch.setattr(sys, "argv", argv)
+    cli.main()
+    got = combine_shards(tmp_path / "out", "spk")
+    assert len(got) == 3 and got[0].load_spk_embedding().shape == (256,)
+    cfg.write_text("teachers:\n  spk:\n    kind: resemblyzer\n    dim: 192\n")
+    with pytest.raises(ValueError, match="dim 192"):
+        factory_from_config("spk", cfg)("cpu")
