@@ -58,13 +58,14 @@ def test_heads_learn_a_fixed_teacher(kind, teacher_dim):
     lens = torch.tensor([7, 6, 5, 7])
     head = make_kd_head(kind, c, teacher_dim, stack=2)
     if kind == "frame":
-        target = torch.randn(n, 2 * t, teacher_dim)
+        # A teacher the head can represent: a fixed linear map of the same ReLU features.
+        target = (torch.relu(x) @ torch.randn(c, 2 * teacher_dim)).reshape(n, 2 * t, teacher_dim)
         loss_fn = lambda: frame_l1_loss(*head(x, lens), target, 2 * lens)  # noqa: E731
     elif kind == "probabilities":
-        target = torch.rand(n, teacher_dim)
+        target = torch.sigmoid(x.mean(dim=1) @ torch.randn(c, teacher_dim))
         loss_fn = lambda: prob_bce_loss(head(x, lens), target)  # noqa: E731
     else:
-        target = torch.randn(n, teacher_dim)
+        target = x.mean(dim=1) @ torch.randn(c, teacher_dim)
         loss_fn = lambda: cosine_embedding_loss(head(x, lens), target)  # noqa: E731
     # The best reachable loss: 0 for L1/cosine, the teachers' own entropy for BCE against soft labels.
     floor = prob_bce_loss(torch.logit(target), target).mean().item() if kind == "probabilities" else 0.0

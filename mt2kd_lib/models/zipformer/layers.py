@@ -15,6 +15,7 @@ from mt2kd_lib.models.zipformer.scaling import (
     ScheduledFloat,
     Whiten,
     _copy_floatlike,
+    contiguous_grad,
     limit_param_value,
 )
 
@@ -125,7 +126,7 @@ class ConvolutionModule(nn.Module):
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         else:
             x = self.depthwise_conv(x)
-        x = self.balancer2(x)
+        x = contiguous_grad(self.balancer2(x))
         x = x.permute(2, 0, 1)  # (T, N, C)
         return self.out_proj(self.whiten(x))
 

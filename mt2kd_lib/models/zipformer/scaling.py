@@ -220,6 +220,27 @@ class ScaleGrad(nn.Module):
         return _ScaleGradFunction.apply(x, self.alpha)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return grad.contiguous()
+
+
+def contiguous_grad(x: Tensor) -> Tensor:
+    """Identity; makes the gradient flowing back into x contiguous.
+
+    Used on conv outputs that are later transposed: oneDNN convolution backward is many times
+    slower with a permuted grad_output on CPU.
+    """
+    if not x.requires_grad:
+        return x
+    return _ContiguousGrad.apply(x)
+
+
 class _LimitParamValue(torch.autograd.Function):
     """Identity; in backward flips gradient signs that would push x further outside [min, max]."""
 
@@ -483,7 +504,7 @@ def make_pad_mask(lengths: Tensor, max_len: Optional[int] = None) -> Tensor:
 
 __all__: Sequence[str] = [
     "ScheduledFloat", "FloatLike", "set_batch_count", "swoosh_l", "swoosh_r", "SwooshL", "SwooshR",
-    "ScaledLinear", "ScaledConv2d", "SharedDropout", "ActivationDropoutAndLinear", "ScaleGrad",
+    "ScaledLinear", "ScaledConv2d", "contiguous_grad", "SharedDropout", "ActivationDropoutAndLinear", "ScaleGrad",
     "limit_param_value", "penalize_abs_values_gt", "Balancer", "Whiten", "whitening_metric",
     "BiasNorm", "convert_num_channels", "make_pad_mask",
 ]

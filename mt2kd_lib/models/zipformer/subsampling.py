@@ -17,6 +17,7 @@ from mt2kd_lib.models.zipformer.scaling import (
     SwooshR,
     Whiten,
     _copy_floatlike,
+    contiguous_grad,
 )
 
 
@@ -117,7 +118,7 @@ class Conv2dSubsampling(nn.Module):
         if int(out_lens.min()) < t_out:
             valid = torch.arange(t_out, device=x.device).unsqueeze(0) < out_lens.unsqueeze(1)
             x = x * valid[:, None, :, None].to(x.dtype)
-        x = self.convnext(x)
+        x = contiguous_grad(self.convnext(x))
         n, c, t, f = x.shape
         x = x.transpose(1, 2).reshape(n, t, c * f)
         x = self.out(x)
