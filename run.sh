@@ -53,9 +53,14 @@ done
 recipe=${recipe%/}
 recipe_config=${recipe_config:-$recipe/config.sh}
 if [ ! -f "$recipe_config" ]; then echo "run.sh: no recipe config $recipe_config (is --recipe right?)" >&2; exit 1; fi
+vars_before=$(compgen -v | sort)
 # shellcheck disable=SC1090
 . "$recipe_config"
+recipe_vars=$(comm -13 <(echo "$vars_before") <(compgen -v | sort) | grep -v '^vars_before$' || true)
 . tools/parse_options.sh
+# The recipe's prepare.sh (a separate process) sees the final values, command-line overrides included.
+# shellcheck disable=SC2086
+[ -z "$recipe_vars" ] || export $recipe_vars
 
 name=$(basename "$recipe")
 data_dir=${data_dir:-data/$name}
@@ -102,11 +107,7 @@ run_stage() {  # run_stage N: runs stage_N unless it is outside --stage/--stop-s
 stage_0() { run bash tools/install.sh; }
 
 stage_1() {
-  # A recipe passes its own options to prepare.sh through a `prepare_args` function in its config.sh
-  # (a function, so that command-line overrides parsed after config.sh are seen).
-  local args=()
-  if declare -F prepare_args >/dev/null; then read -r -a args <<< "$(prepare_args)"; fi
-  run bash "$recipe/prepare.sh" --manifest-dir "$manifest_dir" --nj "$nj" "${args[@]}"
+  run bash "$recipe/prepare.sh" --manifest-dir "$manifest_dir" --nj "$nj"
   run python3 local/check_manifests.py --manifest-dir "$manifest_dir"
 }
 

@@ -30,15 +30,32 @@ def corpora(tmp_path_factory):
         "audioset": L.make_audioset(root / "audioset"),
         "musan": L.make_musan(root / "musan_root"),
     }
-    out = root / "manifests"
-    # The recipe's stage-1 script, configured the way a user does it: corpus folders via config.sh variables.
+    out = root / "data" / "manifests"
+    # run.sh stages 1-3 (prepare, features, lang) on the recipe, configured the way a user does it: corpus
+    # folders via config.sh variables (here from the environment).
     env = {**os.environ, "dl_dir": str(root / "absent"), "librispeech_dir": str(root / "librispeech"),
            "audioset_dir": str(root / "audioset"), "voxceleb1_dir": str(root / "vox1"),
            "voxceleb2_dir": str(root / "vox2"), "musan_dir": str(root / "musan_root"), "MT2KD_PYTHON": sys.executable}
-    cmd = ["bash", str(PREPARE), "--manifest-dir", str(out), "--nj", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = ["bash", str(REPO / "run.sh"), "--recipe", "egs/librispeech_audioset_voxceleb", "--stage", "1",
+           "--stop-stage", "3", "--data-dir", str(root / "data"), "--exp-dir", str(root / "exp"), "--nj", "2",
+           "--vocab-size", "40"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return root, out, exp, proc.stderr
+
+
+def test_run_sh_features_and_lang(corpora):
+    """Stages 2-3 of run.sh ran on the prepared corpora: fbank for every split, and a BPE model."""
+    root, out, _, _ = corpora
+    index = json.loads((out / "index.json").read_text())
+    from mt2kd_lib.data.contract import all_splits
+    from mt2kd_lib.data.features import fbank_cuts_path
+
+    for task, split in all_splits(index):
+        cuts = CutSet.from_file(fbank_cuts_path(root / "data" / "fbank", task, split))
+        cut = next(iter(cuts))
+        assert cut.has_features and cut.load_features().shape[1] == 80
+    assert (root / "data" / "lang_bpe_40" / "bpe.model").is_file()
 
 
 def _cuts(out: Path, task: str, split: str) -> CutSet:

@@ -18,3 +18,6 @@ audioset_full=${audioset_full:-true}                        # false: AT train = 
 voxceleb1_dev_in_train=${voxceleb1_dev_in_train:-false}     # true: add VoxCeleb1 dev to SV train (then O trials only)
 sv_trials=${sv_trials:-auto}                                # auto (every list found) or e.g. O-clean,E-clean,H-clean
 download_corpora=${download_corpora:-false}
+
+# ---- lang ----
+vocab_size=${vocab_size:-500}                               # BPE pieces (icefall LibriSpeech: 500)

@@ -4,5 +4,3 @@
 # ---- corpus ----
 corpus_config=${corpus_config:-$recipe/conf/corpus.yaml}   # sizes and seed of the synthetic corpus
 vocab_size=${vocab_size:-256}                              # BPE pieces asked for (the grammar supports fewer)
-
-prepare_args() { echo "--corpus-config $corpus_config"; }
