@@ -43,7 +43,7 @@ def bench_one(preset: str, batch: int, frames: int, iters: int, train: bool, see
         times.append(time.perf_counter() - t0)
     sec = sorted(times)[len(times) // 2]
     return {"preset": preset, "params_m": params / 1e6, "sec": sec, "min_sec": min(times),
-            "rt": batch * frames / 100.0 / sec}
+            "rt": batch * frames / 100.0 / sec, "times": times}
 
 
 def main() -> None:
@@ -62,7 +62,8 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         r = bench_one(preset, args.batch, args.frames, args.iters, not args.eval_mode, args.seed)
-        logging.info(f"{preset}: {r['sec']:.3f} s/batch (min {r['min_sec']:.3f})")
+        logging.info(f"{preset}: {r['sec']:.3f} s/batch (min {r['min_sec']:.3f}); all: "
+                     f"{' '.join('%.2f' % t for t in r['times'])}")
         rows.append(r)
     audio_s = args.batch * args.frames / 100.0
     print(f"batch {args.batch} x {args.frames} frames ({audio_s:.0f} s audio), threads={args.threads}, "

@@ -143,6 +143,9 @@ def make_train_dl(
         if any(x <= 0 for x in w):
             raise ValueError(f"make_train_dl: weights must be > 0, got {w}")
         cuts = CutSet.mux(*tagged, weights=w, seed=seed)
+    if all(not c.is_lazy for c in cutsets.values()):
+        # lhotse needs at least as many cuts as buckets (tiny corpora, tests).
+        num_buckets = max(1, min(num_buckets, sum(len(c) for c in cutsets.values())))
     sampler = DynamicBucketingSampler(
         cuts,
         max_duration=max_duration,

@@ -88,6 +88,8 @@ def rel_to_abs(pos_scores: Tensor) -> Tensor:
     *lead, T, T2 = pos_scores.shape
     if T2 != 2 * T - 1:
         raise ValueError(f"expected last dim 2T-1={2 * T - 1}, got {T2}")
+    if T == 1:
+        return pos_scores
     flat = pos_scores.reshape(*lead, T * T2)
     # element (i, T-1-i+j) sits at flat index i*(2T-1) + T-1-i+j = (T-1) + i*(2T-2) + j
     flat = flat[..., T - 1: T - 1 + T * (2 * T - 2)]

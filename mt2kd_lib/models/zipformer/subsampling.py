@@ -17,49 +17,52 @@ from mt2kd_lib.models.zipformer.scaling import (
     SwooshR,
     Whiten,
     _copy_floatlike,
-    contiguous_grad,
 )
 
 
 class ConvNeXt(nn.Module):
     """ConvNeXt block on (N, C, T, F): depthwise 7x7 conv -> 1x1 up (x3) -> SwooshL -> 1x1 down,
-    residual, with per-utterance layer drop in training."""
+    residual, with per-utterance layer drop in training.
+
+    Runs channels-last internally (the 1x1 convs become matmuls): oneDNN's NCHW depthwise-conv
+    backward is slow and erratic on CPU, the NHWC one is several times faster.
+    """
 
     def __init__(self, channels: int, hidden_ratio: int = 3, kernel_size: Tuple[int, int] = (7, 7),
                  layerdrop_rate: Optional[FloatLike] = None) -> None:
         super().__init__()
         self.padding = ((kernel_size[0] - 1) // 2, (kernel_size[1] - 1) // 2)
-        hidden = channels * hidden_ratio
+        self.channels = channels
+        self.hidden = channels * hidden_ratio
         if layerdrop_rate is None:
             layerdrop_rate = ScheduledFloat((0.0, 0.2), (20000.0, 0.015))
         self.layerdrop_rate = _copy_floatlike(layerdrop_rate)
         self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, groups=channels,
                                         padding=self.padding)
-        self.pointwise_conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
-        self.hidden_balancer = Balancer(hidden, channel_dim=1, min_positive=0.3, max_positive=1.0,
-                                        min_abs=0.75, max_abs=5.0)
+        self.pointwise_conv1 = nn.Conv2d(channels, self.hidden, kernel_size=1)
+        self.hidden_balancer = Balancer(self.hidden, channel_dim=-1, min_positive=0.3,
+                                        max_positive=1.0, min_abs=0.75, max_abs=5.0)
         self.activation = SwooshL()
-        self.pointwise_conv2 = ScaledConv2d(hidden, channels, kernel_size=1, initial_scale=0.01)
-        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6,
+        self.pointwise_conv2 = ScaledConv2d(self.hidden, channels, kernel_size=1, initial_scale=0.01)
+        self.out_balancer = Balancer(channels, channel_dim=-1, min_positive=0.4, max_positive=0.6,
                                      min_abs=1.0, max_abs=6.0)
         self.out_whiten = Whiten(num_groups=1, whitening_limit=5.0, prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, C, T, F) -> same shape."""
-        bypass = x
-        y = self.depthwise_conv(x)
-        y = self.pointwise_conv1(y)
-        y = self.hidden_balancer(y)
-        y = self.activation(y)
-        y = self.pointwise_conv2(y)
+        """x: (N, C, T, F) -> (N, T, F, C) (channels last, contiguous)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        bypass = x.permute(0, 2, 3, 1)  # (N, T, F, C), contiguous
+        y = self.depthwise_conv(x).permute(0, 2, 3, 1)
+        y = nn.functional.linear(y, self.pointwise_conv1.weight.view(self.hidden, self.channels),
+                                 self.pointwise_conv1.bias)
+        y = self.activation(self.hidden_balancer(y))
+        y = nn.functional.linear(y, self.pointwise_conv2.weight.view(self.channels, self.hidden),
+                                 self.pointwise_conv2.bias)
         rate = float(self.layerdrop_rate) if self.training else 0.0
         if rate > 0.0:
             keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) > rate).to(y.dtype)
             y = y * keep
-        x = self.out_balancer(bypass + y)
-        if self.training and x.requires_grad:
-            x = self.out_whiten(x.transpose(1, 3)).transpose(1, 3)  # Whiten wants channels last
-        return x
+        return self.out_whiten(self.out_balancer(bypass + y))
 
 
 class Conv2dSubsampling(nn.Module):
@@ -118,9 +121,9 @@ class Conv2dSubsampling(nn.Module):
         if int(out_lens.min()) < t_out:
             valid = torch.arange(t_out, device=x.device).unsqueeze(0) < out_lens.unsqueeze(1)
             x = x * valid[:, None, :, None].to(x.dtype)
-        x = contiguous_grad(self.convnext(x))
-        n, c, t, f = x.shape
-        x = x.transpose(1, 2).reshape(n, t, c * f)
+        x = self.convnext(x)  # (N, T', F', C)
+        n, t, f, c = x.shape
+        x = x.transpose(2, 3).reshape(n, t, c * f)  # channel-major flattening, as (C, F')
         x = self.out(x)
         x = self.out_whiten(x)
         x = self.out_norm(x)

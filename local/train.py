@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Train a single-task (asr | at | sv) or multi-task (multi) Zipformer2 student on a contract corpus.
+
+  python local/train.py --task asr --recipe-data data/mini --exp-dir exp/mini/asr_tiny \
+      --model-config egs/mini/conf/student_tiny.yaml --num-epochs 10 --max-duration 200
+
+Data (see mt2kd_lib/data/contract.py): training cuts with features from ``<recipe-data>/fbank``, split names
+from ``<recipe-data>/manifests/index.json``. Validation: the ASR dev split(s); for AT and SV a held-out
+``--valid-fraction`` of the training cuts (the AT eval / SV test sets stay untouched until evaluation, and
+SV validation needs training speakers). ``--world-size N`` spawns N DDP processes; under torchrun the
+process group comes from the environment. ``--start-epoch N`` resumes from ``epoch-(N-1).pt``.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.multiprocessing as mp
+from lhotse import CutSet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mt2kd_lib.data import contract  # noqa: E402
+from mt2kd_lib.data.bpe import load_bpe  # noqa: E402
+from mt2kd_lib.data.datamodule import (  # noqa: E402
+    filter_cuts,
+    make_eval_dl,
+    make_spec_augment,
+    make_train_dl,
+    speaker_map_from_cuts,
+)
+from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens  # noqa: E402
+from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
+from mt2kd_lib.models.factory import (  # noqa: E402
+    build_student,
+    complete_model_config,
+    load_model_config,
+    select_tasks,
+    speaker_map_from_config,
+)
+from mt2kd_lib.training.trainer import (  # noqa: E402
+    Trainer,
+    TrainParams,
+    cleanup_distributed,
+    fix_random_seed,
+    init_distributed,
+)
+from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+
+TASKS = {"asr": ["asr"], "at": ["at"], "sv": ["sv"], "multi": ["asr", "at", "sv"]}
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--recipe-data", type=Path, required=True, help="data/<recipe>: manifests/, fbank/, lang_bpe_*/")
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--model-config", type=Path, required=True, help="model yaml (egs/mini/conf/student_tiny.yaml)")
+    p.add_argument("--lang-dir", type=Path, default=None, help="default: the one <recipe-data>/lang_bpe_* folder")
+    p.add_argument("--num-epochs", type=int, default=10)
+    p.add_argument("--start-epoch", type=int, default=1)
+    p.add_argument("--start-batch", type=int, default=0)
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch per process")
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--master-port", type=int, default=12354)
+    p.add_argument("--base-lr", type=float, default=0.045)
+    p.add_argument("--lr-batches", type=float, default=7500)
+    p.add_argument("--lr-epochs", type=float, default=3.5)
+    p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--warm-step", type=int, default=None, help="transducer warm-up (overrides the model yaml)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--use-amp", type=str2bool, default=False)
+    p.add_argument("--amp-dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--log-interval", type=int, default=50)
+    p.add_argument("--valid-interval", type=int, default=0)
+    p.add_argument("--save-every-n", type=int, default=0)
+    p.add_argument("--keep-last-k", type=int, default=30)
+    p.add_argument("--tensorboard", type=str2bool, default=True)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
+    p.add_argument("--spec-augment", type=str2bool, default=True)
+    p.add_argument("--time-warp", type=str2bool, default=False)
+    p.add_argument("--musan-cuts", type=Path, default=None, help="MUSAN cuts with features for noise mixing")
+    p.add_argument("--task-weights", type=str, default=None, help="multi: mux weights, e.g. asr=2,at=1,sv=1")
+    p.add_argument("--valid-fraction", type=float, default=0.05, help="AT/SV training cuts held out to validate")
+    p.add_argument("--min-cut-duration", type=float, default=0.3)
+    p.add_argument("--max-cut-duration", type=float, default=30.0)
+    p.add_argument("--device", type=str, default=None, help="cpu / cuda (default: cuda when available)")
+    return p
+
+
+def find_lang_dir(recipe_data: Path) -> Path:
+    found = sorted(recipe_data.glob("lang_bpe_*"))
+    if len(found) != 1:
+        raise ValueError(f"{recipe_data}: expected one lang_bpe_* folder, found {[str(f) for f in found]}; "
+                         "pass --lang-dir")
+    return found[0]
+
+
+def split_valid(cuts: CutSet, fraction: float) -> Tuple[CutSet, CutSet]:
+    """Deterministic hold-out: every k-th cut (by sorted id) goes to validation."""
+    if not 0 < fraction < 0.5:
+        raise ValueError(f"--valid-fraction {fraction} must be in (0, 0.5)")
+    k = max(2, round(1 / fraction))
+    ids = sorted(cuts.ids)
+    valid_ids = set(ids[k - 1::k])
+    train = CutSet.from_cuts(c for c in cuts if c.id not in valid_ids)
+    return train, CutSet.from_cuts(c for c in cuts if c.id in valid_ids)
+
+
+def load_split(fbank_dir: Path, task: str, split: str) -> CutSet:
+    path = fbank_cuts_path(fbank_dir, task, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the features stage (run.sh stage 2)")
+    return CutSet.from_file(path)
+
+
+def parse_weights(spec: Optional[str], tasks: List[str]) -> List[float]:
+    if not spec:
+        return [1.0] * len(tasks)
+    w: Dict[str, float] = {}
+    for item in spec.split(","):
+        name, _, val = item.partition("=")
+        if name not in tasks:
+            raise ValueError(f"--task-weights: {name!r} is not one of the trained tasks {tasks}")
+        w[name] = float(val)
+    return [w.get(t, 1.0) for t in tasks]
+
+
+def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_cfg: dict):
+    """Training/validation DataLoaders and the completed model config."""
+    manifest_dir, fbank_dir = args.recipe_data / "manifests", args.recipe_data / "fbank"
+    index = contract.read_index(manifest_dir)
+    missing = [t for t in tasks if t not in index]
+    if missing:
+        raise ValueError(f"{manifest_dir}/index.json has no {missing} data; cannot train --task {args.task}")
+    train: Dict[str, CutSet] = {}
+    valid: Dict[str, CutSet] = {}
+    encode = sp.encode if sp is not None else None
+    for t in tasks:
+        cuts = load_split(fbank_dir, t, index[t]["train"])
+        if t == "asr":
+            train[t] = filter_cuts(cuts, "asr train", args.min_cut_duration, args.max_cut_duration, encode)
+            devs = index["asr"].get("dev") or []
+            devs = [devs] if isinstance(devs, str) else devs
+            if devs:
+                valid[t] = filter_cuts(CutSet.from_cuts(c for d in devs for c in load_split(fbank_dir, "asr", d)),
+                                       "asr dev", args.min_cut_duration, args.max_cut_duration, encode)
+        else:
+            cuts = filter_cuts(cuts, f"{t} train", args.min_cut_duration, args.max_cut_duration)
+            train[t], valid[t] = split_valid(cuts, args.valid_fraction)
+    speakers = None
+    if "sv" in tasks:
+        speakers = sorted(speaker_map_from_cuts(train["sv"]))
+    cfg = complete_model_config(model_cfg, args.lang_dir if "asr" in tasks else None, manifest_dir, speakers)
+    if args.warm_step is not None:
+        cfg.setdefault("loss", {})["warm_step"] = args.warm_step
+    num_classes = cfg["heads"]["at"]["num_classes"] if "at" in tasks else None
+    spk_map = speaker_map_from_config(cfg)
+    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
+    train_ds = MultiTaskDataset(
+        spk_map, num_classes,
+        spec_augment=make_spec_augment(args.time_warp) if args.spec_augment else None,
+        musan_cuts=musan,
+    )
+    train_dl = make_train_dl(train, parse_weights(args.task_weights, tasks), args.max_duration, train_ds,
+                             seed=args.seed, world_size=world_size, rank=rank, num_workers=args.num_workers)
+    valid_dl = None
+    if valid:
+        valid_ds = MultiTaskDataset(spk_map, num_classes)
+        # Validation cuts of all tasks in one loader: tag each then concatenate.
+        from mt2kd_lib.data.datamodule import tag_task
+        from lhotse.dataset import SimpleCutSampler
+
+        tagged = CutSet.from_cuts(c for t, cs in valid.items() for c in tag_task(cs, t))
+        sampler = SimpleCutSampler(tagged, max_duration=args.max_duration, shuffle=False,
+                                   world_size=world_size, rank=rank)
+        valid_dl = torch.utils.data.DataLoader(valid_ds, sampler=sampler, batch_size=None, num_workers=0)
+    return train_dl, valid_dl, cfg
+
+
+def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.num_threads)
+    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        init_distributed(rank, world_size, args.master_port, device_name)
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if device_name == "cuda" else "cpu")
+    setup_logger(args.exp_dir / "log" / f"log-train-rank{rank}.txt", logging.INFO if rank == 0 else logging.WARNING)
+    logging.info(f"train.py {' '.join(sys.argv[1:])}")
+    logging.info(f"device {device}, world size {world_size}")
+    fix_random_seed(args.seed)  # model initialisation identical on every rank and every run
+
+    tasks = TASKS[args.task]
+    if "asr" in tasks and args.lang_dir is None:
+        args.lang_dir = find_lang_dir(args.recipe_data)
+    sp = load_bpe(args.lang_dir) if "asr" in tasks else None
+    model_cfg = select_tasks(load_model_config(args.model_config), tasks)
+    train_dl, valid_dl, cfg = prepare_data(args, tasks, sp, rank, world_size, model_cfg)
+    fix_random_seed(args.seed)
+    model = build_student(cfg)
+    n_params = sum(q.numel() for q in model.parameters())
+    logging.info(f"model: tasks {tasks}, {n_params / 1e6:.2f} M parameters")
+
+    params = TrainParams(
+        exp_dir=str(args.exp_dir), num_epochs=args.num_epochs, start_epoch=args.start_epoch,
+        start_batch=args.start_batch, max_duration=args.max_duration, base_lr=args.base_lr,
+        lr_batches=args.lr_batches, lr_epochs=args.lr_epochs, lr_warmup_batches=args.lr_warmup_batches,
+        seed=args.seed, use_amp=args.use_amp, amp_dtype=args.amp_dtype, log_interval=args.log_interval,
+        valid_interval=args.valid_interval, save_every_n=args.save_every_n, keep_last_k=args.keep_last_k,
+        tensorboard=args.tensorboard,
+    )
+    transform = (lambda b: add_tokens(b, sp.encode)) if sp is not None else None
+    trainer = Trainer(model, params, train_dl, valid_dl, device=device, rank=rank, world_size=world_size,
+                      model_config=cfg, batch_transform=transform)
+    trainer.fit()
+    logging.info(f"Done. best valid loss {params.best_valid_loss:.4g} (epoch {params.best_valid_epoch}); "
+                 f"skipped {params.skipped_batches} batches, {params.skipped_utts} utterances")
+    if world_size > 1:
+        cleanup_distributed()
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    args.exp_dir.mkdir(parents=True, exist_ok=True)
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:  # torchrun
+        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        if world_size > 1:
+            init_distributed(rank, world_size, args.master_port, args.device or
+                             ("cuda" if torch.cuda.is_available() else "cpu"))
+        run(rank, world_size, args)
+    elif args.world_size > 1:
+        mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
+    else:
+        run(0, 1, args)
+
+
+if __name__ == "__main__":
+    main()
