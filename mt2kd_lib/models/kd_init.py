@@ -1,0 +1,45 @@
+"""Stage 2 starts from stage 1: copy the KD student's encoder, and turn KD heads into task heads where the
+shapes match (the AT teacher's head becomes the AT head when both predict the same classes; the SV teacher's
+pooling + embedding layers become the SV head's, whose speaker classifier stays new)."""
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Union
+
+import torch
+
+from mt2kd_lib.models.student import StudentModel
+
+
+def _load_matching(dst: torch.nn.Module, src_state: Dict[str, torch.Tensor], what: str) -> List[str]:
+    """Copy every tensor of ``src_state`` whose name and shape exist in ``dst``; returns the copied names."""
+    own = dst.state_dict()
+    take = {k: v for k, v in src_state.items() if k in own and own[k].shape == v.shape}
+    own.update(take)
+    dst.load_state_dict(own)
+    skipped = sorted(set(src_state) - set(take))
+    if skipped:
+        logging.info(f"{what}: {len(skipped)} tensors not copied (no same-shaped target), e.g. {skipped[:3]}")
+    return sorted(take)
+
+
+def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Dict[str, int]:
+    """Load the encoder (all of it must match) and whichever KD heads fit; returns counts per part."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["model"]
+    kd_cfg = (ckpt.get("model_config") or {}).get("kd", {})
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    missing, unexpected = student.encoder.load_state_dict(enc, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: the KD encoder does not match the student's (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); use the same encoder preset in both stages")
+    counts = {"encoder": len(enc)}
+    for t in kd_cfg.get("teachers", []):
+        prefix = f"kd_heads.{t['name']}."
+        head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        target = {"at": student.at_head, "sv": student.sv_head}.get(t["task"])
+        if target is None or t["kind"] == "frame":
+            continue
+        counts[f"{t['task']}_head_from_{t['name']}"] = len(_load_matching(target, head_state, f"KD head {t['name']}"))
+    logging.info(f"initialised from {path}: {counts}")
+    return counts
