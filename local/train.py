@@ -42,6 +42,7 @@ from mt2kd_lib.models.factory import (  # noqa: E402
     select_tasks,
     speaker_map_from_config,
 )
+from mt2kd_lib.models.kd_init import init_from_kd_checkpoint  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
     Trainer,
     TrainParams,
@@ -98,6 +99,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cut-duration", type=float, default=0.3)
     p.add_argument("--max-cut-duration", type=float, default=30.0)
     p.add_argument("--device", type=str, default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--use-teacher-extra", type=str2bool, default=False,
+                   help="also train on the index's teacher_extra splits (labelled data only teachers see)")
+    p.add_argument("--init-from-kd", type=Path, default=None,
+                   help="MT2KD stage 2: start from this stage-1 (local/train_kd.py) checkpoint")
+    p.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier of the encoder (smaller when fine-tuning a KD encoder)")
     return p
 
 
@@ -151,6 +158,11 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
     encode = sp.encode if sp is not None else None
     for t in tasks:
         cuts = load_split(fbank_dir, t, index[t]["train"])
+        if args.use_teacher_extra:
+            extra = index.get("teacher_extra", {}).get(t, [])
+            cuts = CutSet.from_cuts([c for split in [index[t]["train"], *extra]
+                                     for c in load_split(fbank_dir, t, split)])
+            logging.info(f"{t}: training on {[index[t]['train'], *extra]} ({len(cuts)} cuts)")
         if t == "asr":
             train[t] = filter_cuts(cuts, "asr train", args.min_cut_duration, args.max_cut_duration, encode)
             devs = index["asr"].get("dev") or []
@@ -210,6 +222,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     train_dl, valid_dl, cfg = prepare_data(args, tasks, sp, rank, world_size, model_cfg)
     fix_random_seed(args.seed)
     model = build_student(cfg)
+    if args.init_from_kd is not None and args.start_epoch == 1 and args.start_batch == 0:
+        init_from_kd_checkpoint(model, args.init_from_kd)
+    if args.encoder_lr_scale != 1.0:
+        model.encoder.lr_scale = args.encoder_lr_scale  # read by get_parameter_groups_with_lrs
     n_params = sum(q.numel() for q in model.parameters())
     logging.info(f"model: tasks {tasks}, {n_params / 1e6:.2f} M parameters")
 

@@ -4,3 +4,20 @@
 # ---- corpus ----
 corpus_config=${corpus_config:-$recipe/conf/corpus.yaml}   # sizes and seed of the synthetic corpus
 vocab_size=${vocab_size:-256}                              # BPE pieces asked for (the grammar supports fewer)
+
+# ---- teachers (stage 4) ----
+teachers_mode=${teachers_mode:-train}                      # train: recipe-trained teachers (below)
+teacher_config=${teacher_config:-$recipe/conf/teacher_xs.yaml}
+teacher_epochs=${teacher_epochs:-8}
+sv_teacher=${sv_teacher:-auto}                             # auto: the better (EER) of checkpoint / resemblyzer
+kd_teachers=${kd_teachers:-asr_teacher,at_teacher,sv_teacher}
+
+# ---- student, KD and fine-tuning (stages 6-8) ----
+student_config=${student_config:-$recipe/conf/student_tiny.yaml}
+max_duration=${max_duration:-300}
+kd_epochs=${kd_epochs:-6}
+finetune_epochs=${finetune_epochs:-4}                      # the same budget for every student (fair baselines)
+finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
+ablations=${ablations:-false}                              # true: KD with each teacher alone, KD without masking
+train_jobs=${train_jobs:-2}                                # independent trainings run side by side (1 thread each)
+avg=${avg:-1}                                              # checkpoints averaged for evaluation

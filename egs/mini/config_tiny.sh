@@ -1,0 +1,11 @@
+# A minutes-long version of the whole egs/mini pipeline (used by the tests):
+#   bash run.sh --recipe-config egs/mini/config_tiny.sh --data-dir /tmp/t/data --exp-dir /tmp/t/exp
+corpus_config=${corpus_config:-$recipe/conf/corpus_tiny.yaml}
+vocab_size=${vocab_size:-64}
+teacher_epochs=${teacher_epochs:-1}
+kd_epochs=${kd_epochs:-1}
+finetune_epochs=${finetune_epochs:-1}
+sv_teacher=${sv_teacher:-checkpoint}
+max_duration=${max_duration:-60}
+# shellcheck source=config.sh
+. "$recipe/config.sh"

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""run.sh stage 10: <recipe>/RESULTS.md (+ results.json, training curves) from every system's results.json."""
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mt2kd_lib.report.curves import plot_curves, read_scalar  # noqa: E402
+from mt2kd_lib.report.tables import comparison, comparison_table, load_results, results_table  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+
+
+def stage_times(exp_dir: Path, data_dir: Path) -> str:
+    rows = []
+    for d in (data_dir / ".done", exp_dir / ".done"):
+        for m in sorted(d.glob("stage-*"), key=lambda p: int(p.name.split("-")[1])):
+            rows.append(f"| {m.name.split('-', 1)[1]} | {m.read_text().strip()} |")
+    return "| stage | run |\n|---|---|\n" + "\n".join(rows) if rows else "(no stage markers found)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, default=None, help="for the data stages' wall times")
+    p.add_argument("--recipe", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    setup_logger()
+    paths = sorted(args.exp_dir.glob("*/results.json")) + sorted(args.exp_dir.glob("teachers/*/results.json"))
+    if not paths:
+        raise SystemExit(f"{args.exp_dir}: no results.json found; run the evaluate stage first")
+    rows = load_results(paths)
+    comp = comparison(rows)
+    curves = {}
+    for d in sorted(args.exp_dir.glob("**/tensorboard")):
+        curves[str(d.parent.relative_to(args.exp_dir))] = read_scalar(d)
+    plot = plot_curves(curves, args.exp_dir / "training_curves.png", f"training curves ({args.recipe.name})")
+    (args.exp_dir / "results.json").write_text(json.dumps({"systems": rows, "comparison": comp}, indent=2) + "\n")
+    notes = args.recipe / "RESULTS_NOTES.md"
+    text = [
+        f"# Results: {args.recipe.name}",
+        "",
+        f"Written by `run.sh` stage 10 (local/report.py) on {datetime.now():%Y-%m-%d %H:%M} from `{args.exp_dir}`.",
+        "Every number below comes from the evaluation stage of that run (`*/results.json`).",
+        "",
+        "## All systems",
+        "",
+        results_table(rows),
+        "",
+        "## MT2KD against the baselines",
+        "",
+        "WER: relative difference (negative = MT2KD better); mAP, EER: absolute difference.",
+        "",
+        comparison_table(comp) if comp else "(no MT2KD system evaluated)",
+        "",
+        f"Training curves: `{plot}`.",
+        "",
+        "## Wall time per stage",
+        "",
+        stage_times(args.exp_dir, args.data_dir or args.exp_dir),
+        "",
+    ]
+    if notes.is_file():
+        text += [notes.read_text()]
+    args.out.write_text("\n".join(text))
+    logging.info(f"wrote {args.out}")
+    print(results_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""run.sh stage 4 (after training): write <exp>/teachers.yaml, the teachers stage 5 dumps.
+
+--mode train       the recipe-trained teachers <teachers-exp>/{asr,at,sv}/epoch-N.pt; the SV teacher is the
+                   recipe-trained one, resemblyzer's pretrained speaker encoder, or (auto) whichever has the lower
+                   EER on the SV test trials (both numbers are logged and kept in teachers_selection.json).
+--mode pretrained  a given teachers yaml (Whisper / BEATs / ECAPA checkpoints): every teacher is loaded once and
+                   its output dimension checked before the yaml is copied.
+"""
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mt2kd_lib.evaluation.evaluate import evaluate_sv, teacher_sv_embeddings  # noqa: E402
+from mt2kd_lib.teachers.registry import build_teacher, load_teachers_config  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["train", "pretrained"], required=True)
+    p.add_argument("--teachers-exp", type=Path, help="train mode: folder with asr/ at/ sv/ teacher runs")
+    p.add_argument("--epoch", type=int, help="train mode: the teachers' last epoch")
+    p.add_argument("--sv-teacher", choices=["auto", "checkpoint", "resemblyzer"], default="auto")
+    p.add_argument("--teachers-config", type=Path, help="pretrained mode: the teachers yaml")
+    p.add_argument("--recipe-data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    setup_logger()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.mode == "pretrained":
+        teachers = load_teachers_config(args.teachers_config)
+        for name, t in teachers.items():
+            logging.info(f"teacher {name}: {t.spec}")
+        shutil.copyfile(args.teachers_config, args.out)
+        return
+
+    ckpt = {t: str((args.teachers_exp / t / f"epoch-{args.epoch}.pt").resolve()) for t in ("asr", "at", "sv")}
+    cfg = {
+        "asr_teacher": {"kind": "checkpoint", "checkpoint": ckpt["asr"], "task": "asr"},
+        "at_teacher": {"kind": "checkpoint", "checkpoint": ckpt["at"], "task": "at"},
+    }
+    candidates = {"checkpoint": {"kind": "checkpoint", "checkpoint": ckpt["sv"], "task": "sv"},
+                  "resemblyzer": {"kind": "resemblyzer", "level": "utterance"}}
+    wanted = ["checkpoint", "resemblyzer"] if args.sv_teacher == "auto" else [args.sv_teacher]
+    selection = {}
+    for name in wanted:
+        teacher = build_teacher("sv_teacher", **candidates[name])
+        res = evaluate_sv(teacher_sv_embeddings(teacher), args.recipe_data, args.teachers_exp / f"sv_{name}",
+                          name=f"{name}-")
+        selection[name] = res
+        logging.info(f"SV teacher candidate {name}: EER {res['eer']}, minDCF {res['min_dcf']}")
+    best = min(selection, key=lambda n: sum(selection[n]["eer"].values()))
+    logging.info(f"SV teacher: {best}")
+    cfg["sv_teacher"] = candidates[best]
+    (args.teachers_exp / "teachers_selection.json").write_text(json.dumps(
+        {"sv_candidates": selection, "sv_teacher": best}, indent=2) + "\n")
+    args.out.write_text(yaml.safe_dump({"teachers": cfg}, sort_keys=False))
+    logging.info(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

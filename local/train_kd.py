@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""MT2KD stage 1: multi-teacher knowledge distillation of a Zipformer2 student on the unlabelled KD pool.
+
+  python local/train_kd.py --recipe-data data/mini --teacher-dir exp/mini/teacher_outputs \
+      --teachers asr_teacher,at_teacher,sv_teacher --exp-dir exp/mini/kd \
+      --model-config egs/mini/conf/student_tiny.yaml --num-epochs 4
+
+The teachers' outputs are the dumps of run.sh stage 5 (``<teacher-dir>/<name>/shard-*``); what each one is (task,
+frame-level or not, dimension, frame shift) is read from its ``dump_config.json``. Loss scales default to the
+paper's 1 / 1 / 10 for the ASR / AT / SV teachers.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+from lhotse import CutSet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mt2kd_lib.data.datamodule import make_spec_augment, make_train_dl  # noqa: E402
+from mt2kd_lib.data.dataset import MultiTaskDataset  # noqa: E402
+from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
+from mt2kd_lib.models.factory import load_model_config  # noqa: E402
+from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
+from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
+from mt2kd_lib.training.trainer import Trainer, TrainParams, fix_random_seed  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+
+DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
+
+
+def str2bool(v: str) -> bool:
+    return v.lower() in ("true", "1", "yes")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe-data", type=Path, required=True)
+    p.add_argument("--teacher-dir", type=Path, required=True, help="run.sh stage-5 output (one folder per teacher)")
+    p.add_argument("--teachers", required=True, help="comma-separated teacher dump names")
+    p.add_argument("--scales", default="", help="per-teacher loss scales name=x,...; default by task 1/1/10")
+    p.add_argument("--mask-by-task", type=str2bool, default=True, help="task-ID masking (false: all on all cuts)")
+    p.add_argument("--sv-input-stack", type=int, default=None, help="encoder stack the SV KD head reads")
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--model-config", type=Path, required=True, help="its 'encoder' is the student encoder")
+    p.add_argument("--num-epochs", type=int, default=4)
+    p.add_argument("--start-epoch", type=int, default=1)
+    p.add_argument("--max-duration", type=float, default=300.0)
+    p.add_argument("--base-lr", type=float, default=0.045)
+    p.add_argument("--lr-batches", type=float, default=7500)
+    p.add_argument("--lr-epochs", type=float, default=3.5)
+    p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--log-interval", type=int, default=50)
+    p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--spec-augment", type=str2bool, default=True, help="the student sees augmented input")
+    p.add_argument("--musan-cuts", type=Path, default=None)
+    p.add_argument("--tensorboard", type=str2bool, default=True)
+    p.add_argument("--device", default=None)
+    return p
+
+
+def teacher_configs(args) -> List[Dict]:
+    scales = dict(item.split("=") for item in args.scales.split(",") if item)
+    out = []
+    for name in args.teachers.split(","):
+        dump = load_dump_config(args.teacher_dir, name)
+        spec = dump["spec"]
+        kind = "frame" if spec["level"] == "frame" else (
+            "probabilities" if spec["output_kind"] == "probabilities" else "utterance")
+        out.append(dict(
+            name=name, task=spec["task"], field=dump["field"], kind=kind, dim=int(spec["dim"]),
+            frame_shift=spec.get("frame_shift"), scale=float(scales.get(name, DEFAULT_SCALES[spec["task"]])),
+            input_stack=args.sv_input_stack if spec["task"] == "sv" else None,
+        ))
+    unknown = set(scales) - {t["name"] for t in out}
+    if unknown:
+        raise ValueError(f"--scales names {sorted(unknown)} are not among --teachers {args.teachers}")
+    return out
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    args.exp_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.num_threads)
+    setup_logger(args.exp_dir / "log" / "log-train.txt")
+    logging.info(f"train_kd.py {' '.join(sys.argv[1:])}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fix_random_seed(args.seed)
+
+    teachers = teacher_configs(args)
+    for t in teachers:
+        logging.info(f"teacher {t['name']}: task {t['task']}, {t['kind']}, dim {t['dim']}, scale {t['scale']}")
+    pool = CutSet.from_file(fbank_cuts_path(args.recipe_data / "fbank", "kd", "pool"))
+    cuts = attach_teachers(pool, args.teacher_dir, [t["name"] for t in teachers])
+    fields = [t["field"] for t in teachers]
+    cuts = CutSet.from_cuts(c for c in cuts if any(c.has_custom(f) for f in fields)).to_eager()
+    logging.info(f"KD pool: {len(cuts)} cuts with at least one teacher output, {sum(c.duration for c in cuts) / 3600:.2f} h")
+
+    model_cfg = load_model_config(args.model_config)
+    cfg = {"encoder": model_cfg["encoder"], "kd": {"mask_by_task": args.mask_by_task, "teachers": teachers}}
+    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
+    ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,
+                          spec_augment=make_spec_augment() if args.spec_augment else None)
+    train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed)
+    fix_random_seed(args.seed)
+    model = build_kd_model(cfg)
+    logging.info(f"KD student: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
+                 f"(encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M)")
+    params = TrainParams(
+        exp_dir=str(args.exp_dir), num_epochs=args.num_epochs, start_epoch=args.start_epoch,
+        max_duration=args.max_duration, base_lr=args.base_lr, lr_batches=args.lr_batches,
+        lr_epochs=args.lr_epochs, lr_warmup_batches=args.lr_warmup_batches, seed=args.seed,
+        log_interval=args.log_interval, tensorboard=args.tensorboard,
+    )
+    Trainer(model, params, train_dl, None, device=device, model_config=cfg).fit()
+    logging.info(f"Done: skipped {params.skipped_batches} batches, {params.skipped_utts} utterances")
+
+
+if __name__ == "__main__":
+    main()

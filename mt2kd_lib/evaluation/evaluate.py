@@ -1,0 +1,174 @@
+"""Evaluate a trained system on every task it supports: WER per ASR test set (icefall result files), mAP on
+the AT eval set(s), EER and minDCF per trial list (plus a DET plot). Used for students and teachers alike:
+SV scoring takes any ``cut id -> embedding`` function, so an external teacher (resemblyzer, ECAPA) is scored
+exactly like our models."""
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from tqdm import tqdm
+
+from mt2kd_lib.data import contract
+from mt2kd_lib.data.bpe import load_bpe
+from mt2kd_lib.data.datamodule import make_eval_dl
+from mt2kd_lib.data.features import fbank_cuts_path
+from mt2kd_lib.decoding.asr_results import write_asr_results
+from mt2kd_lib.decoding.beam_search import modified_beam_search
+from mt2kd_lib.decoding.greedy_search import greedy_search_batch
+from mt2kd_lib.metrics.tagging import mean_average_precision, write_at_results
+from mt2kd_lib.metrics.verification import (compute_eer, compute_min_dcf, cosine_scores, plot_det, read_trials,
+                                            write_sv_results)
+from mt2kd_lib.models.student import StudentModel
+from mt2kd_lib.training.checkpoint import average_state_dicts, epoch_checkpoints_for_avg, find_checkpoints
+
+EmbedFn = Callable[[CutSet], Dict[str, np.ndarray]]
+
+
+def _as_list(v) -> List[str]:
+    return [] if v is None else ([v] if isinstance(v, str) else list(v))
+
+
+def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1) -> StudentModel:
+    """epoch-N.pt (the last one when ``epoch`` is None) averaged with the avg-1 before it (icefall --epoch/--avg)."""
+    from mt2kd_lib.models.factory import build_student
+
+    if epoch is None:
+        found = find_checkpoints(exp_dir, "epoch")
+        if not found:
+            raise FileNotFoundError(f"{exp_dir}: no epoch-*.pt checkpoints; did training finish?")
+        epoch = int(found[0].stem.split("-")[1])
+    paths = epoch_checkpoints_for_avg(exp_dir, epoch, min(avg, epoch))
+    ckpt = torch.load(paths[-1], map_location="cpu", weights_only=False)
+    model = build_student(ckpt["model_config"])
+    states = [ckpt["model"]] if len(paths) == 1 else [
+        torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
+    model.load_state_dict(average_state_dicts(states) if len(states) > 1 else states[0])
+    logging.info(f"{exp_dir}: evaluating epoch {epoch} averaged over {len(paths)} checkpoint(s)")
+    return model.eval()
+
+
+def _load(recipe_data: Path, task: str, split: str) -> CutSet:
+    return CutSet.from_file(fbank_cuts_path(Path(recipe_data) / "fbank", task, split))
+
+
+@torch.no_grad()
+def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Path,
+                 method: str = "greedy_search", beam: int = 4, max_duration: float = 300.0) -> Dict[str, float]:
+    sp = load_bpe(lang_dir)
+    index = contract.read_index(Path(recipe_data) / "manifests")
+    wers = {}
+    for test in _as_list(index["asr"].get("test")):
+        results = []
+        for batch in tqdm(make_eval_dl(_load(recipe_data, "asr", test), max_duration), desc=f"decode {test}",
+                          mininterval=5, leave=False):
+            out, out_lens = model.asr_encoder_out(batch["features"], batch["feature_lens"])
+            if method == "greedy_search":
+                hyps = greedy_search_batch(model.asr_head, out, out_lens)
+            else:
+                hyps = modified_beam_search(model.asr_head, out, out_lens, beam=beam)
+            for cid, ref, hyp in zip(batch["cut_ids"], batch["texts"], hyps):
+                results.append((cid, ref.split(), sp.decode(hyp).split()))
+        key = method if method == "greedy_search" else f"beam_size_{beam}"
+        wers[test] = write_asr_results(res_dir, test, key, results)
+        logging.info(f"WER {test} ({key}): {wers[test]:.2f}%")
+    return wers
+
+
+@torch.no_grad()
+def evaluate_at(score_fn: Callable[[CutSet], Dict[str, np.ndarray]], recipe_data: Path, res_dir: Path,
+                name: str = "") -> Dict[str, float]:
+    """mAP per AT eval split; ``score_fn`` maps cuts to ``cut id -> class scores``."""
+    manifest_dir = Path(recipe_data) / "manifests"
+    index = contract.read_index(manifest_dir)
+    classes = [r[2] for r in contract.read_class_labels(manifest_dir)]
+    out = {}
+    for split in _as_list(index["at"].get("eval")):
+        cuts = _load(recipe_data, "at", split)
+        scores = score_fn(cuts)
+        targets = np.zeros((len(cuts), len(classes)), dtype=np.float32)
+        for i, c in enumerate(cuts):
+            targets[i, contract.parse_audio_event(c.supervisions[0].custom["audio_event"], len(classes), c.id)] = 1
+        mat = np.stack([scores[c.id] for c in cuts])
+        m, per_class = mean_average_precision(mat, targets)
+        write_at_results(res_dir, f"{name}{split}", m, per_class, classes)
+        out[split] = m
+        logging.info(f"mAP {split}: {m:.4f}")
+    return out
+
+
+@torch.no_grad()
+def evaluate_sv(embed_fn: EmbedFn, recipe_data: Path, res_dir: Path, name: str = "") -> Dict[str, Dict[str, float]]:
+    """EER (%) and minDCF (p_target 0.01) per trial list; ``embed_fn`` maps cuts to ``cut id -> embedding``."""
+    manifest_dir = Path(recipe_data) / "manifests"
+    index = contract.read_index(manifest_dir)
+    emb = embed_fn(_load(recipe_data, "sv", index["sv"]["test"]))
+    eer, dcf, curves = {}, {}, {}
+    for trials_name in _as_list(index["sv"].get("trials")):
+        trials = read_trials(contract.trials_path(manifest_dir, trials_name))
+        scores = cosine_scores(emb, trials)
+        labels = np.array([t[0] for t in trials])
+        e, _ = compute_eer(scores, labels)
+        d, _ = compute_min_dcf(scores, labels, p_target=0.01)
+        eer[trials_name], dcf[trials_name] = 100 * e, d
+        write_sv_results(res_dir, f"{name}{trials_name}", e, d, len(trials))
+        curves[trials_name] = (scores, labels)
+        logging.info(f"SV {trials_name}: EER {100 * e:.2f}%, minDCF {d:.4f}")
+    if curves:
+        plot_det(curves, Path(res_dir) / f"det-{name or 'sv'}.png")
+    return {"eer": eer, "min_dcf": dcf}
+
+
+def model_at_scores(model: StudentModel, max_duration: float = 300.0):
+    def score(cuts: CutSet) -> Dict[str, np.ndarray]:
+        out = {}
+        for batch in make_eval_dl(cuts, max_duration, task="at"):
+            probs = torch.sigmoid(model.at_logits(batch["features"], batch["feature_lens"]))
+            out.update({cid: p.numpy() for cid, p in zip(batch["cut_ids"], probs)})
+        return out
+    return score
+
+
+def model_sv_embeddings(model: StudentModel, max_duration: float = 300.0) -> EmbedFn:
+    def embed(cuts: CutSet) -> Dict[str, np.ndarray]:
+        out = {}
+        for batch in make_eval_dl(cuts, max_duration, task="sv"):
+            e = model.sv_embeddings(batch["features"], batch["feature_lens"])
+            out.update({cid: v.numpy() for cid, v in zip(batch["cut_ids"], e)})
+        return out
+    return embed
+
+
+def teacher_sv_embeddings(teacher, batch_size: int = 8) -> EmbedFn:
+    """Embeddings of an utterance-level teacher (any :class:`~mt2kd_lib.teachers.base.Teacher`) from audio."""
+    def embed(cuts: CutSet) -> Dict[str, np.ndarray]:
+        cut_list = list(cuts)
+        out = {}
+        for i in tqdm(range(0, len(cut_list), batch_size), desc=f"{teacher.spec.name} embeddings", mininterval=5,
+                      leave=False):
+            chunk = cut_list[i:i + batch_size]
+            audios = [c.resample(teacher.spec.sampling_rate).load_audio()[0] for c in chunk]
+            for c, v in zip(chunk, teacher.infer_batch(audios)):
+                out[c.id] = v
+        return out
+    return embed
+
+
+def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Optional[Path],
+                     tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search") -> dict:
+    """Every supported task of ``model`` in ``tasks``; returns the results.json fragment."""
+    res_dir = Path(res_dir)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    index = contract.read_index(Path(recipe_data) / "manifests")
+    results: dict = {"params": int(sum(p.numel() for p in model.parameters()))}
+    if "asr" in tasks and model.asr_head is not None and "asr" in index:
+        results["asr"] = {"wer": evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method)}
+    if "at" in tasks and model.at_head is not None and "at" in index:
+        maps = evaluate_at(model_at_scores(model), recipe_data, res_dir)
+        results["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}
+    if "sv" in tasks and model.sv_head is not None and "sv" in index:
+        results["sv"] = evaluate_sv(model_sv_embeddings(model), recipe_data, res_dir)
+    return results
