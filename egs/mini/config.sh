@@ -21,3 +21,4 @@ finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
 ablations=${ablations:-false}                              # true: KD with each teacher alone, KD without masking
 train_jobs=${train_jobs:-2}                                # independent trainings run side by side (1 thread each)
 avg=${avg:-1}                                              # checkpoints averaged for evaluation
+publish_results=${publish_results:-true}                   # stage 10 copies RESULTS.md into the recipe folder

@@ -6,6 +6,7 @@ teacher_epochs=${teacher_epochs:-1}
 kd_epochs=${kd_epochs:-1}
 finetune_epochs=${finetune_epochs:-1}
 sv_teacher=${sv_teacher:-checkpoint}
+publish_results=${publish_results:-false}
 max_duration=${max_duration:-60}
 # shellcheck source=config.sh
 . "$recipe/config.sh"
