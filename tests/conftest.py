@@ -15,7 +15,8 @@ TINY_VOCAB = 64
 
 def run_pipeline(data_dir: Path, exp_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """``bash run.sh`` on the tiny corpus; returns the finished process (stdout+stderr merged)."""
-    cmd = ["bash", str(REPO / "run.sh"), "--corpus-config", str(TINY_CORPUS), "--vocab-size", str(TINY_VOCAB),
+    cmd = ["bash", str(REPO / "run.sh"), "--recipe-config", str(REPO / "egs/mini/config_tiny.sh"),
+           "--corpus-config", str(TINY_CORPUS), "--vocab-size", str(TINY_VOCAB),
            "--data-dir", str(data_dir), "--exp-dir", str(exp_dir), *args]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -31,7 +31,8 @@ def plot_curves(curves: Dict[str, List[Tuple[int, float]]], path: Path, title: s
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if any(curves.values()):
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(str(path), dpi=110)
     return path

@@ -142,7 +142,10 @@ class MetricsTracker:
 
     def normalised(self) -> Dict[str, float]:
         out = {}
-        for key, norm in self.NORMALISERS.items():
+        pairs = dict(self.NORMALISERS)
+        # Per-teacher KD losses (kd_<name>_loss) are sums over utterances, normalised by kd_<name>_utts.
+        pairs.update({k: k[: -len("_loss")] + "_utts" for k in self.sums if k.startswith("kd_") and k.endswith("_loss")})
+        for key, norm in pairs.items():
             if key in self.sums and self.sums.get(norm, 0.0) > 0:
                 out[key] = self.sums[key] / self.sums[norm]
         return out

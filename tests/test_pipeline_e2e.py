@@ -1,0 +1,71 @@
+"""The whole MT2KD pipeline (teachers, dump, KD, fine-tuning, baselines, evaluation, report) on the tiny corpus."""
+
+import json
+
+import pytest
+
+from conftest import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def e2e(tiny_recipe, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("e2e_exp")
+    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "10")
+    return exp, proc.stdout
+
+
+def test_every_system_trained_and_evaluated(e2e):
+    exp, _ = e2e
+    expected = {"teacher_asr": ["asr"], "teacher_at": ["at"], "teacher_sv": ["sv"], "single_asr": ["asr"],
+                "single_at": ["at"], "single_sv": ["sv"], "multitask_scratch": ["asr", "at", "sv"],
+                "mt2kd": ["asr", "at", "sv"]}
+    found = {}
+    for path in list(exp.glob("*/results.json")) + list(exp.glob("teachers/*/results.json")):
+        r = json.loads(path.read_text())
+        found[r["system"]] = r
+    assert set(expected) <= set(found)
+    for name, tasks in expected.items():
+        r = found[name]
+        assert r["params"] > 0
+        for t in ("asr", "at", "sv"):
+            assert (t in r) == (t in tasks), (name, t)
+        if "asr" in tasks:
+            assert 0 <= r["asr"]["wer"]["test"] <= 100 * 10
+        if "at" in tasks:
+            assert 0 < r["at"]["mAP"] <= 1
+        if "sv" in tasks:
+            assert 0 <= r["sv"]["eer"]["O"] <= 100 and r["sv"]["min_dcf"]["O"] >= 0
+
+
+def test_teacher_outputs_dumped_and_attached(e2e):
+    exp, _ = e2e
+    for t in ("asr_teacher", "at_teacher", "sv_teacher"):
+        summary = json.loads((exp / "teacher_outputs" / t / "summary.json").read_text())
+        assert summary["num_cuts"] > 0 if "num_cuts" in summary else True
+        assert list((exp / "teacher_outputs" / t).glob("shard-*.done"))
+    log = (exp / "mt2kd" / "kd" / "log" / "log-train.txt").read_text()
+    for t in ("asr_teacher", "at_teacher", "sv_teacher"):
+        assert f"teacher {t}:" in log
+    # Stage 2 started from stage 1: the encoder was copied.
+    ft_log = (exp / "mt2kd" / "log" / "log-train-rank0.txt").read_text()
+    assert "initialised from" in ft_log
+
+
+def test_icefall_result_files_and_report(e2e):
+    exp, _ = e2e
+    dec = exp / "mt2kd" / "greedy_search"
+    assert list(dec.glob("recogs-test-*.txt")) and list(dec.glob("errs-test-*.txt"))
+    assert (dec / "wer-summary-test.txt").is_file()
+    report = (exp / "RESULTS.md").read_text()
+    for name in ("teacher_asr", "single_sv", "multitask_scratch", "mt2kd", "MT2KD against the baselines"):
+        assert name in report
+    assert (exp / "training_curves.png").is_file()
+
+
+def test_rerun_skips_finished_stages(e2e, tiny_recipe):
+    exp, _ = e2e
+    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "10")
+    for n in range(4, 11):
+        assert f"Stage {n} (" in proc.stdout
+    assert proc.stdout.count("done before") >= 7
+    assert "local/train.py" not in proc.stdout
