@@ -132,7 +132,12 @@ wait_all() {  # wait for every background job; fail if any failed
   [ "$failed" = 0 ] || { log "a parallel job failed"; exit 1; }
 }
 
-train_common=(--recipe-data "$data_dir" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20)
+# DDP: --world-size N spawns N processes (GPUs when present); MUSAN noise mixing when the corpus has MUSAN.
+train_common=(--recipe-data "$data_dir" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20
+              --world-size "${world_size:-1}")
+musan_opt=()
+if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
+train_common+=("${musan_opt[@]}")
 
 stage_4() {
   if [ "${teachers_mode:-train}" = pretrained ]; then
@@ -154,7 +159,7 @@ stage_5() {
   for t in ${kd_teachers//,/ }; do
     run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$t" \
       --teachers-config "$exp_dir/teachers.yaml" --out-dir "$exp_dir/teacher_outputs" --shard-size 500 \
-      --num-jobs "$nj" --num-threads 1 --no-progress
+      --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
   done
 }
 
@@ -163,15 +168,21 @@ kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and
   python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
     --teachers "$teachers" --mask-by-task "$mask" --model-config "$student_config" \
     --exp-dir "$exp_dir/$name/kd" --num-epochs "$kd_epochs" --max-duration "${max_duration:-300}" \
-    --num-threads 1 --log-interval 20 &&
+    --num-threads 1 --log-interval 20 --world-size "${world_size:-1}" "${musan_opt[@]}" &&
   python3 local/train.py --task multi --model-config "$student_config" --init-from-kd "$exp_dir/$name/kd/epoch-$kd_epochs.pt" \
     --encoder-lr-scale "$finetune_encoder_lr_scale" --exp-dir "$exp_dir/$name" --num-epochs "$finetune_epochs" \
     "${train_common[@]}"
 }
 
-stage_6() { parallel mt2kd_kd python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
+stage_6() {
+  # The student's size as configured (the paper: ~65.5 M for Zipformer-M with the vocab-500 transducer).
+  run python3 local/model_size.py --model-config "$student_config" --vocab-size "$vocab_size"
+  parallel mt2kd_kd python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
     --teachers "$kd_teachers" --model-config "$student_config" --exp-dir "$exp_dir/mt2kd/kd" \
-    --num-epochs "$kd_epochs" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20; wait_all; }
+    --num-epochs "$kd_epochs" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20 \
+    --world-size "${world_size:-1}" "${musan_opt[@]}"
+  wait_all
+}
 
 stage_7() { parallel mt2kd_finetune python3 local/train.py --task multi --model-config "$student_config" \
     --init-from-kd "$exp_dir/mt2kd/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale" \

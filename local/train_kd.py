@@ -12,11 +12,13 @@ paper's 1 / 1 / 10 for the ASR / AT / SV teachers.
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import torch
+import torch.multiprocessing as mp
 from lhotse import CutSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,7 +29,8 @@ from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
 from mt2kd_lib.models.factory import load_model_config  # noqa: E402
 from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
-from mt2kd_lib.training.trainer import Trainer, TrainParams, fix_random_seed  # noqa: E402
+from mt2kd_lib.training.trainer import (  # noqa: E402
+    Trainer, TrainParams, cleanup_distributed, fix_random_seed, init_distributed)
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
@@ -61,6 +64,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--musan-cuts", type=Path, default=None)
     p.add_argument("--tensorboard", type=str2bool, default=True)
     p.add_argument("--device", default=None)
+    p.add_argument("--world-size", type=int, default=1, help="DDP processes to spawn (torchrun also works)")
+    p.add_argument("--master-port", type=int, default=12356)
     return p
 
 
@@ -83,13 +88,15 @@ def teacher_configs(args) -> List[Dict]:
     return out
 
 
-def main() -> None:
-    args = get_parser().parse_args()
-    args.exp_dir.mkdir(parents=True, exist_ok=True)
+def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     torch.set_num_threads(args.num_threads)
-    setup_logger(args.exp_dir / "log" / "log-train.txt")
+    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        init_distributed(rank, world_size, args.master_port, device_name)
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if device_name == "cuda" else "cpu")
+    setup_logger(args.exp_dir / "log" / ("log-train.txt" if rank == 0 else f"log-train-rank{rank}.txt"),
+                 logging.INFO if rank == 0 else logging.WARNING)
     logging.info(f"train_kd.py {' '.join(sys.argv[1:])}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fix_random_seed(args.seed)
 
     teachers = teacher_configs(args)
@@ -99,14 +106,16 @@ def main() -> None:
     cuts = attach_teachers(pool, args.teacher_dir, [t["name"] for t in teachers])
     fields = [t["field"] for t in teachers]
     cuts = CutSet.from_cuts(c for c in cuts if any(c.has_custom(f) for f in fields)).to_eager()
-    logging.info(f"KD pool: {len(cuts)} cuts with at least one teacher output, {sum(c.duration for c in cuts) / 3600:.2f} h")
+    logging.info(f"KD pool: {len(cuts)} cuts with at least one teacher output, "
+                 f"{sum(c.duration for c in cuts) / 3600:.2f} h")
 
     model_cfg = load_model_config(args.model_config)
     cfg = {"encoder": model_cfg["encoder"], "kd": {"mask_by_task": args.mask_by_task, "teachers": teachers}}
     musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
     ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,
                           spec_augment=make_spec_augment() if args.spec_augment else None)
-    train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed)
+    train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed,
+                             world_size=world_size, rank=rank)
     fix_random_seed(args.seed)
     model = build_kd_model(cfg)
     logging.info(f"KD student: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
@@ -117,8 +126,25 @@ def main() -> None:
         lr_epochs=args.lr_epochs, lr_warmup_batches=args.lr_warmup_batches, seed=args.seed,
         log_interval=args.log_interval, tensorboard=args.tensorboard,
     )
-    Trainer(model, params, train_dl, None, device=device, model_config=cfg).fit()
+    Trainer(model, params, train_dl, None, device=device, rank=rank, world_size=world_size, model_config=cfg).fit()
     logging.info(f"Done: skipped {params.skipped_batches} batches, {params.skipped_utts} utterances")
+    if world_size > 1:
+        cleanup_distributed()
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    args.exp_dir.mkdir(parents=True, exist_ok=True)
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:  # torchrun
+        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        if world_size > 1:
+            init_distributed(rank, world_size, args.master_port,
+                             args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        run(rank, world_size, args)
+    elif args.world_size > 1:
+        mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
+    else:
+        run(0, 1, args)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,25 @@ download_corpora=${download_corpora:-false}
 
 # ---- lang ----
 vocab_size=${vocab_size:-500}                               # BPE pieces (icefall LibriSpeech: 500)
+
+# ---- teachers (stage 4): official checkpoints, loaded and checked, then dumped over the KD pool (stage 5) ----
+teachers_mode=${teachers_mode:-pretrained}
+teachers_config=${teachers_config:-$recipe/conf/teachers.yaml}
+kd_teachers=${kd_teachers:-whisper,beats,ecapa}
+
+# ---- student, KD and fine-tuning (stages 6-8) ----
+# icefall's LibriSpeech Zipformer-M settings where the paper gives none: ScaledAdam base lr 0.045, Eden
+# lr_batches 7500 / lr_epochs 3.5, max-duration 1000 s per GPU. Run with GPUs (torchrun / --world-size).
+student_config=${student_config:-$recipe/conf/student_m.yaml}
+max_duration=${max_duration:-1000}
+kd_epochs=${kd_epochs:-30}
+finetune_epochs=${finetune_epochs:-30}
+finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
+ablations=${ablations:-false}
+train_jobs=${train_jobs:-1}
+avg=${avg:-5}
+publish_results=${publish_results:-true}
+world_size=${world_size:-8}                                 # GPUs per training run (DDP); multi-node: torchrun
+use_musan=${use_musan:-true}                                # MUSAN noise mixing in KD and fine-tuning
+dump_jobs=${dump_jobs:-8}                                   # teacher-dump workers, one per device below
+dump_devices=${dump_devices:-cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7}

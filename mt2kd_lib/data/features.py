@@ -75,6 +75,14 @@ def compute_fbank_for_contract(manifest_dir: Path, fbank_dir: Path, num_jobs: in
         tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
         cuts.to_file(tmp)
         tmp.replace(out)
+    if index.get("musan"):
+        # Noise for on-the-fly mixing in training (lhotse CutMix needs features for precomputed-feature mixing).
+        out = Path(fbank_dir) / "musan_cuts.jsonl.gz"
+        written.append(out)
+        if not out.is_file():
+            musan = CutSet.from_file(Path(manifest_dir) / index["musan"])
+            logging.info(f"computing fbank for MUSAN: {len(musan)} cuts")
+            compute_split(musan, fbank_dir / "musan_feats", num_jobs, extractor).to_file(out)
     return written
 
 
