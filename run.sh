@@ -156,8 +156,13 @@ stage_4() {
 }
 
 stage_5() {
+  # With task-ID masking only cuts of a teacher's own task use its outputs; the ablations need all of them.
+  local tasks=(${kd_teacher_tasks//,/ }) i=0 origin
   for t in ${kd_teachers//,/ }; do
-    run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$t" \
+    origin=()
+    if [ "${ablations:-false}" != true ] && [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
+    i=$((i + 1))
+    run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$t" "${origin[@]}" \
       --teachers-config "$exp_dir/teachers.yaml" --out-dir "$exp_dir/teacher_outputs" --shard-size 500 \
       --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
   done

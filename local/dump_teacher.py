@@ -39,6 +39,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-existing", action="store_true", help="fully re-verify finished shards")
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads per teacher")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--origin", default=None,
+                   help="only cuts whose custom 'origin' is this (with task-ID masking, a teacher's outputs are "
+                        "used only on cuts of its own task, so the others need not be dumped)")
     p.add_argument("--log-file", default=None)
     return p
 
@@ -47,8 +50,13 @@ def main() -> None:
     args = get_parser().parse_args()
     setup_logger(args.log_file)
     factory = factory_from_config(args.teacher, args.teachers_config)
+    cuts = CutSet.from_file(args.cuts)
+    if args.origin:
+        cuts = cuts.filter(lambda c: (c.custom or {}).get("origin") == args.origin).to_eager()
+        if len(cuts) == 0:
+            raise SystemExit(f"{args.cuts}: no cuts with origin {args.origin!r}")
     summary = dump_teacher(
-        CutSet.from_file(args.cuts),
+        cuts,
         factory,
         args.out_dir,
         teacher_name=args.teacher,

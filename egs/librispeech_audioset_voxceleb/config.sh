@@ -26,6 +26,7 @@ vocab_size=${vocab_size:-500}                               # BPE pieces (icefal
 teachers_mode=${teachers_mode:-pretrained}
 teachers_config=${teachers_config:-$recipe/conf/teachers.yaml}
 kd_teachers=${kd_teachers:-whisper,beats,ecapa}
+kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 # icefall's LibriSpeech Zipformer-M settings where the paper gives none: ScaledAdam base lr 0.045, Eden

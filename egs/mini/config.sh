@@ -11,6 +11,7 @@ teacher_config=${teacher_config:-$recipe/conf/teacher_xs.yaml}
 teacher_epochs=${teacher_epochs:-8}
 sv_teacher=${sv_teacher:-auto}                             # auto: the better (EER) of checkpoint / resemblyzer
 kd_teachers=${kd_teachers:-asr_teacher,at_teacher,sv_teacher}
+kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}                   # the task of each KD teacher (task-ID masking)
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 student_config=${student_config:-$recipe/conf/student_tiny.yaml}
