@@ -216,11 +216,17 @@ stage_10() {
   if [ "$dry_run" != true ] && [ "${publish_results:-true}" = true ]; then cp "$exp_dir/RESULTS.md" "$recipe/RESULTS.md"; fi
 }
 
+stage_11() {
+  # ONNX in sherpa-onnx's layouts: encoder/decoder/joiner (+ tokens.txt), tagger.onnx, speaker.onnx.
+  run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --lang-dir "$lang_dir" \
+    --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx"
+}
+
 not_yet() {  # stages whose code has not landed yet say so and stop the pipeline cleanly
   log "Stage $1 (${stage_names[$1]}) is not available yet in this version of mt2kd; stopping here."
   exit 0
 }
-for n in 11; do
+for n in 4 5 6 7 8 9 10 11; do
   declare -F "stage_$n" >/dev/null || eval "stage_$n() { not_yet $n; }"
 done
 

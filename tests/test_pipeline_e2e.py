@@ -10,7 +10,7 @@ from conftest import run_pipeline
 @pytest.fixture(scope="module")
 def e2e(tiny_recipe, tmp_path_factory):
     exp = tmp_path_factory.mktemp("e2e_exp")
-    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "10")
+    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "11")
     return exp, proc.stdout
 
 
@@ -64,8 +64,15 @@ def test_icefall_result_files_and_report(e2e):
 
 def test_rerun_skips_finished_stages(e2e, tiny_recipe):
     exp, _ = e2e
-    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "10")
-    for n in range(4, 11):
+    proc = run_pipeline(tiny_recipe["data"], exp, "--stage", "4", "--stop-stage", "11")
+    for n in range(4, 12):
         assert f"Stage {n} (" in proc.stdout
-    assert proc.stdout.count("done before") >= 7
+    assert proc.stdout.count("done before") >= 8
     assert "local/train.py" not in proc.stdout
+
+
+def test_export_stage_wrote_sherpa_onnx_files(e2e):
+    exp, _ = e2e
+    onnx = exp / "mt2kd" / "onnx"
+    for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt", "tagger.onnx", "speaker.onnx"):
+        assert (onnx / name).stat().st_size > 0, name

@@ -9,6 +9,7 @@
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,7 @@ def _trainer(corpus, exp_dir: Path, num_epochs: int, start_epoch: int = 1, heads
 
 
 def test_resume_is_exact(corpus, tmp_path):
-    straight = _trainer(corpus, tmp_path / "a", num_epochs=2)
+    straight = _trainer(corpus, tmp_path / "a", num_epochs=2, save_every_n=2)
     straight.fit()
     first = _trainer(corpus, tmp_path / "b", num_epochs=1)
     first.fit()
@@ -188,6 +189,13 @@ def test_resume_is_exact(corpus, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume: {(a[k].float() - b[k].float()).abs().max()}"
     assert straight.params.batch_idx_train == resumed.params.batch_idx_train > 2
+    # Mid-epoch: resume from checkpoint-2.pt (sampler state + RNG states) is exact as well.
+    (tmp_path / "c").mkdir()
+    shutil.copyfile(tmp_path / "a" / "checkpoint-2.pt", tmp_path / "c" / "checkpoint-2.pt")
+    mid = _trainer(corpus, tmp_path / "c", num_epochs=2, start_batch=2)
+    mid.fit()
+    c = mid.model.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a), "resuming from checkpoint-2.pt is not exact"
     # the saved model rebuilds from its checkpoint alone
     rebuilt = model_from_checkpoint(tmp_path / "b" / "epoch-2.pt")
     assert all(torch.equal(v, a[k]) for k, v in rebuilt.state_dict().items())

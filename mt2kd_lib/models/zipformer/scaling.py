@@ -86,6 +86,16 @@ def _copy_floatlike(x: FloatLike) -> FloatLike:
 # ----------------------------------------------------------------------------------------------
 
 
+def _swoosh_value(x: Tensor, offset: float, const: float) -> Tensor:
+    """softplus(x - offset) - 0.08 x - const, with in-place steps.
+
+    The activations of the subsampling front-end have up to ~1e8 elements; every freshly allocated
+    full-size temporary costs a page-faulting pass over memory on CPU, so use one output buffer.
+    """
+    y = F.softplus(x - offset)
+    return y.add_(x, alpha=-0.08).sub_(const)
+
+
 class _SwooshFunction(torch.autograd.Function):
     """swoosh(x) = softplus(x - offset) - 0.08 x - const; backward only needs x (one saved tensor)."""
 
@@ -93,26 +103,27 @@ class _SwooshFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, offset: float, const: float) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.offset = offset
-        return F.softplus(x - offset) - 0.08 * x - const
+        return _swoosh_value(x, offset, const)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        d = torch.sigmoid(x - ctx.offset).sub_(0.08)
-        return grad * d, None, None
+        # (sigmoid(x - offset) - 0.08) * grad, in a single buffer
+        d = torch.sub(x, ctx.offset)
+        return d.sigmoid_().sub_(0.08).mul_(grad), None, None
 
 
 def swoosh_l(x: Tensor) -> Tensor:
     """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035."""
     if not x.requires_grad:
-        return F.softplus(x - 4.0) - 0.08 * x - 0.035
+        return _swoosh_value(x, 4.0, 0.035)
     return _SwooshFunction.apply(x, 4.0, 0.035)
 
 
 def swoosh_r(x: Tensor) -> Tensor:
     """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687."""
     if not x.requires_grad:
-        return F.softplus(x - 1.0) - 0.08 * x - 0.313261687
+        return _swoosh_value(x, 1.0, 0.313261687)
     return _SwooshFunction.apply(x, 1.0, 0.313261687)
 
 
@@ -301,6 +312,72 @@ def _proportion_positive_to_mean(p: float) -> float:
     return 0.8139535143 * atanh  # crude inverse-erf * sqrt(2)
 
 
+def _channel_moments(x: Tensor, channel_dim: int) -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and mean square of x over all other axes, as float64 (C,) tensors.
+
+    Reads x once per moment without full-size temporaries; handles channels-last (innermost)
+    and channels-first memory layouts without copying.
+    """
+    C = x.shape[channel_dim]
+    xm = x.movedim(channel_dim, -1)
+    if xm.stride(-1) == 1:  # channel axis innermost in memory: reduce over rows of (P, C)
+        x2 = xm.reshape(-1, C)
+        # column reductions are slow in torch on CPU; ones-vector matmuls over row blocks that
+        # stay in cache are not (the block's square is a small temporary)
+        rows = max(1, (1 << 18) // C)
+        ones = torch.ones(1, min(rows, x2.shape[0]), dtype=x2.dtype, device=x2.device)
+        s = torch.zeros(C, dtype=torch.float64, device=x.device)
+        sq = torch.zeros(C, dtype=torch.float64, device=x.device)
+        for i in range(0, x2.shape[0], rows):
+            blk = x2[i:i + rows]
+            o = ones if blk.shape[0] == ones.shape[1] else ones[:, :blk.shape[0]]
+            s += (o @ blk)[0]
+            sq += (o @ (blk * blk))[0]
+    else:
+        xc = x if x.is_contiguous() else x.contiguous()
+        lead = int(math.prod(xc.shape[:channel_dim]))
+        x3 = xc.reshape(lead, C, -1)
+        s = x3.sum(dim=(0, 2)).to(torch.float64)
+        sq = torch.linalg.vector_norm(x3, dim=(0, 2)).to(torch.float64) ** 2
+    n = x.numel() // C
+    return s / n, sq / n
+
+
+def _balancer_coefficients(x: Tensor, channel_dim: int, min_mean: float, max_mean: float,
+                           min_rms: float, max_rms: float,
+                           grad_scale: float) -> Optional[Tuple[Tensor, Tensor]]:
+    """Per-channel (a, b) such that the Balancer's scaled loss gradient is ``a + b * x``.
+
+    The Balancer loss depends on x only through the per-channel mean and mean square, so its
+    gradient w.r.t. x is d_loss/d_mean / n + d_loss/d_meansq * 2x / n: affine in x per channel.
+    Differentiating the loss w.r.t. the (C,) moments instead of w.r.t. the full tensor gives the
+    same values as autograd through x at a fraction of the cost; the rms of ``a + b x`` used for
+    normalisation also has a closed form in the moments.  Returns None when every channel is
+    within its limits (the gradient is then unchanged).
+    """
+    mean, mean_sq = _channel_moments(x, channel_dim)
+    with torch.enable_grad():
+        mu = mean.detach().requires_grad_(True)
+        u = mean_sq.detach().requires_grad_(True)
+        stddev = (u - mu * mu).clamp(min=1.0e-20).sqrt()
+        rms = u.clamp(min=1.0e-20).sqrt()
+        m = mu / stddev
+        m_loss = (m - m.clamp(min=min_mean, max=max_mean)).abs()
+        r_loss = (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
+        g_mu, g_u = torch.autograd.grad((m_loss + r_loss).sum(), (mu, u))
+    n = x.numel() // x.shape[channel_dim]
+    a, b = g_mu / n, g_u * (2.0 / n)
+    if not bool(((a != 0) | (b != 0)).any()):
+        return None
+    # mean over the channel of (a + b x)^2, from the moments
+    ms = (a * a + 2.0 * a * b * mean + b * b * mean_sq).clamp(min=0.0)
+    scale = grad_scale / ms.sqrt().clamp(min=1.0e-20)
+    shape = [1] * x.ndim
+    shape[channel_dim] = -1
+    return ((a * scale).to(torch.float32).reshape(shape),
+            (b * scale).to(torch.float32).reshape(shape))
+
+
 class _BalancerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, min_mean: float, max_mean: float, min_rms: float,  # type: ignore[override]
@@ -313,24 +390,16 @@ class _BalancerFunction(torch.autograd.Function):
     def backward(ctx, x_grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         min_mean, max_mean, min_rms, max_rms, grad_scale, channel_dim = ctx.config
-        with torch.enable_grad():
-            xd = x.detach().to(torch.float32).requires_grad_(True)
-            dims = [d for d in range(xd.ndim) if d != channel_dim]
-            uncentered_var = (xd ** 2).mean(dim=dims, keepdim=True)
-            mean = xd.mean(dim=dims, keepdim=True)
-            stddev = (uncentered_var - mean * mean).clamp(min=1.0e-20).sqrt()
-            rms = uncentered_var.clamp(min=1.0e-20).sqrt()
-            m = mean / stddev
-            m_loss = (m - m.clamp(min=min_mean, max=max_mean)).abs()
-            r_loss = (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
-            loss = (m_loss + r_loss).sum()
-            (loss_grad,) = torch.autograd.grad(loss, xd)
-        loss_grad_rms = (loss_grad ** 2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1.0e-20)
-        loss_grad = loss_grad * (grad_scale / loss_grad_rms)
+        coef = _balancer_coefficients(x.detach(), channel_dim, min_mean, max_mean, min_rms,
+                                      max_rms, grad_scale)
+        if coef is None:
+            return x_grad, None, None, None, None, None, None
+        a, b = coef
         g = x_grad.to(torch.float32)
-        # scale by |x_grad| so the correction is proportional to the local gradient magnitude
-        g = g + g.abs() * loss_grad
-        return g.to(x_grad.dtype), None, None, None, None, None, None
+        # g + |g| * (a + b x): the correction is proportional to the local gradient magnitude
+        out = torch.addcmul(a, x.to(torch.float32), b)
+        out.mul_(g.abs()).add_(g)
+        return out.to(x_grad.dtype), None, None, None, None, None, None
 
 
 class Balancer(nn.Module):

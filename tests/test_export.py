@@ -1,0 +1,275 @@
+"""ONNX export (run.sh stage 11): local/export.py on a tiny all-heads student; onnxruntime outputs vs torch; and,
+when sherpa-onnx is installed, sherpa-onnx's offline transducer and audio tagging on the exported files.
+
+The tiny model is random, with its joiner's ``encoder_proj`` scaled up (x30) and ``output_linear`` bias zeroed so
+that greedy decoding is not degenerate (an untrained transducer otherwise repeats one token on every frame): the
+decoded sequence then depends on every frame of the encoder output, the decoder state and the joiner.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mt2kd_lib.decoding.greedy_search import greedy_search_batch
+from mt2kd_lib.evaluation.evaluate import load_averaged_model
+from mt2kd_lib.export.onnx_export import export_model, export_transducer
+from mt2kd_lib.models.factory import build_student
+from mt2kd_lib.models.student import StudentModel
+from mt2kd_lib.training.checkpoint import save_checkpoint
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 24
+NUM_CLASSES = 5
+TOL = 1e-3
+SR = 16000
+# icefall's special symbols first (blank 0, unk 2), then word-initial and word-internal pieces
+SYMBOLS = ["<blk>", "<sos/eos>", "<unk>"] + [f"▁w{i}" if i % 2 else f"p{i}" for i in range(3, VOCAB)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: the test machines are small and shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _config() -> Dict:
+    cfg = yaml.safe_load((REPO / "egs/mini/conf/student_tiny.yaml").read_text())
+    cfg["heads"]["asr"]["vocab_size"] = VOCAB
+    cfg["heads"]["at"]["num_classes"] = NUM_CLASSES
+    cfg["heads"]["sv"]["num_speakers"] = 4
+    return cfg
+
+
+def _tiny_model(seed: int) -> StudentModel:
+    torch.manual_seed(seed)
+    model = build_student(_config()).eval()
+    with torch.no_grad():
+        model.asr_head.joiner.encoder_proj.weight.mul_(30.0)
+        model.asr_head.joiner.output_linear.bias.zero_()
+        model.at_head.proj.weight.mul_(10.0)  # spread the AT probabilities away from 0.5
+    return model
+
+
+def _session(path: Path) -> "ort.InferenceSession":
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Dict:
+    """Two epoch checkpoints -> ``local/export.py --epoch 2 --avg 2`` -> the ONNX dir and the averaged torch model."""
+    root = tmp_path_factory.mktemp("export")
+    exp_dir, lang_dir, manifest_dir = root / "exp", root / "lang_bpe", root / "manifests"
+    lang_dir.mkdir()
+    manifest_dir.mkdir()
+    (lang_dir / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(SYMBOLS)))
+    (manifest_dir / "class_labels_indices.csv").write_text(
+        "index,mid,display_name\n" + "".join(f'{i},/m/{i:04d},"Event {i}"\n' for i in range(NUM_CLASSES)))
+    model = _tiny_model(0)
+    save_checkpoint(exp_dir / "epoch-1.pt", model, model_config=_config())
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    save_checkpoint(exp_dir / "epoch-2.pt", model, model_config=_config())
+
+    out_dir = root / "onnx"
+    cmd = [sys.executable, str(REPO / "local/export.py"), "--exp-dir", str(exp_dir), "--epoch", "2", "--avg", "2",
+           "--lang-dir", str(lang_dir), "--manifest-dir", str(manifest_dir), "--out-dir", str(out_dir),
+           "--max-seconds", "10"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return {"out": out_dir, "model": load_averaged_model(exp_dir, 2, 2), "stdout": proc.stdout,
+            "lang": lang_dir, "manifests": manifest_dir}
+
+
+def _meta(path: Path) -> Dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def test_cli_writes_every_head_with_sizes_and_metadata(exported: Dict) -> None:
+    out: Path = exported["out"]
+    names = ["encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt", "tagger.onnx", "speaker.onnx",
+             "class_labels_indices.csv"]
+    for name in names:
+        assert (out / name).is_file(), name
+        assert name in exported["stdout"]  # the size table lists every file
+    assert "total" in exported["stdout"] and "MB" in exported["stdout"]
+    assert (out / "tokens.txt").read_text() == (exported["lang"] / "tokens.txt").read_text()
+
+    model: StudentModel = exported["model"]
+    head = model.asr_head
+    enc, dec, join = _meta(out / "encoder.onnx"), _meta(out / "decoder.onnx"), _meta(out / "joiner.onnx")
+    assert enc["model_type"] == "zipformer2" and {"version", "model_author", "comment"} <= set(enc)
+    assert dec == {"context_size": str(head.context_size), "vocab_size": str(VOCAB)}
+    assert join == {"joiner_dim": str(head.joiner.output_linear.in_features)}
+    assert _meta(out / "tagger.onnx")["num_event_classes"] == str(NUM_CLASSES)
+    assert _meta(out / "speaker.onnx")["output_dim"] == str(model.sv_head.emb_dim)
+    for name in ["encoder", "decoder", "joiner", "tagger", "speaker"]:
+        m = onnx.load(str(out / f"{name}.onnx"))
+        assert 13 <= m.opset_import[0].version <= 17
+        for inp in m.graph.input:  # batch axis (and time axis of the fbank inputs) are symbolic
+            assert inp.type.tensor_type.shape.dim[0].dim_param, (name, inp.name)
+
+
+# ------------------------------------------------------------------------------------------------ numerics
+
+
+@pytest.mark.parametrize("shape", [(2, 83, [83, 61]), (3, 240, [240, 190, 12])])
+def test_fbank_models_match_torch(exported: Dict, shape) -> None:
+    """encoder/tagger/speaker on two batch shapes (padding, and a 12-frame utterance) agree with torch."""
+    n, t, lens = shape
+    model: StudentModel = exported["model"]
+    g = torch.Generator().manual_seed(t)
+    x = torch.randn(n, t, 80, generator=g)
+    x_lens = torch.tensor(lens, dtype=torch.int64)
+    feeds = {"x": x.numpy(), "x_lens": x_lens.numpy()}
+    with torch.no_grad():
+        enc, enc_lens = model.asr_encoder_out(x, x_lens)
+        enc = model.asr_head.joiner.encoder_proj(enc)
+        probs = torch.sigmoid(model.at_logits(x, x_lens))
+        emb = model.sv_embeddings(x, x_lens)
+
+    out, out_lens = _session(exported["out"] / "encoder.onnx").run(None, feeds)
+    assert out.shape == tuple(enc.shape) and out_lens.dtype == np.int64
+    assert out_lens.tolist() == enc_lens.tolist()
+    for i in range(n):  # frames past an utterance's length are padding in both
+        np.testing.assert_allclose(out[i, :out_lens[i]], enc[i, :enc_lens[i]].numpy(), atol=TOL, rtol=0)
+    (p,) = _session(exported["out"] / "tagger.onnx").run(None, feeds)
+    np.testing.assert_allclose(p, probs.numpy(), atol=TOL, rtol=0)
+    assert p.shape == (n, NUM_CLASSES) and float(p.std()) > 0.01  # not a constant output
+    (e,) = _session(exported["out"] / "speaker.onnx").run(None, feeds)
+    np.testing.assert_allclose(e, emb.numpy(), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_decoder_and_joiner_match_torch(exported: Dict, n: int) -> None:
+    head = exported["model"].asr_head
+    g = torch.Generator().manual_seed(n)
+    y = torch.randint(0, VOCAB, (n, head.context_size), generator=g)
+    y[0] = 0  # the all-blank start context
+    (dec,) = _session(exported["out"] / "decoder.onnx").run(None, {"y": y.numpy()})
+    with torch.no_grad():
+        ref_dec = head.joiner.decoder_proj(head.decoder(y, need_pad=False)).squeeze(1)
+    np.testing.assert_allclose(dec, ref_dec.numpy(), atol=TOL, rtol=0)
+
+    enc = torch.randn(n, dec.shape[1], generator=g)
+    (logit,) = _session(exported["out"] / "joiner.onnx").run(
+        None, {"encoder_out": enc.numpy(), "decoder_out": dec})
+    with torch.no_grad():
+        ref = head.joiner(enc, ref_dec, project_input=False)
+    assert logit.shape == (n, VOCAB)
+    np.testing.assert_allclose(logit, ref.numpy(), atol=TOL, rtol=0)
+
+
+def test_bad_export_requests_raise(exported: Dict, tmp_path: Path) -> None:
+    model: StudentModel = exported["model"]
+    with pytest.raises(ValueError, match="tokens"):
+        export_model(model, tmp_path)
+    bad_tokens = tmp_path / "tokens.txt"
+    bad_tokens.write_text("".join(f"s{i} {i}\n" for i in range(VOCAB + 3)))
+    with pytest.raises(ValueError, match="vocab_size"):
+        export_transducer(model, tmp_path, bad_tokens)
+    with pytest.raises(ValueError, match="opset"):
+        export_model(model, tmp_path, exported["lang"] / "tokens.txt", opset=11)
+
+
+# ------------------------------------------------------------------------------------------------ sherpa-onnx
+
+
+def _test_waveform() -> np.ndarray:
+    """1.5 s of 100 ms segments: tones of changing pitch, quiet gaps, noise bursts."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.1 * SR)) / SR
+    segs = []
+    for k in range(15):
+        f = 150 * (k % 7 + 1) * (1 + k % 3)
+        segs.append((0.5 if k % 4 else 0.05) * np.sin(2 * np.pi * f * t)
+                    + (0.3 if k % 5 == 2 else 0.01) * rng.standard_normal(t.size))
+    return np.concatenate(segs).astype(np.float32)
+
+
+def _kaldi_fbank(wav: np.ndarray) -> torch.Tensor:
+    """The fbank sherpa-onnx computes: 80 bins, 25/10 ms, no dither, snip_edges false, high_freq -400."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.snip_edges = False
+    opts.frame_opts.samp_freq = SR
+    opts.mel_opts.num_bins = 80
+    opts.mel_opts.high_freq = -400
+    fb = knf.OnlineFbank(opts)
+    fb.accept_waveform(SR, wav.tolist())
+    fb.input_finished()
+    return torch.tensor(np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)]))
+
+
+def test_sherpa_onnx_transducer_matches_our_greedy_search(exported: Dict) -> None:
+    """sherpa-onnx greedy search on the waveform == our greedy search on the same (kaldi) fbank.
+
+    sherpa-onnx never emits <unk> (and does not feed it to the decoder), i.e. our ``unk_id`` option.
+    """
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    out: Path = exported["out"]
+    rec = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(out / "encoder.onnx"), decoder=str(out / "decoder.onnx"), joiner=str(out / "joiner.onnx"),
+        tokens=str(out / "tokens.txt"), num_threads=1, sample_rate=SR, feature_dim=80,
+        decoding_method="greedy_search")
+    wav = _test_waveform()
+    stream = rec.create_stream()
+    stream.accept_waveform(SR, wav)
+    rec.decode_stream(stream)
+    sherpa_tokens: List[str] = list(stream.result.tokens)
+
+    model: StudentModel = exported["model"]
+    feats = _kaldi_fbank(wav)
+    with torch.no_grad():
+        enc, enc_lens = model.asr_encoder_out(feats[None], torch.tensor([feats.shape[0]]))
+        ours = greedy_search_batch(model.asr_head, enc, enc_lens, unk_id=SYMBOLS.index("<unk>"))[0]
+    ours_tokens = [SYMBOLS[i].replace("▁", " ") for i in ours]  # sherpa shows the word-boundary mark as a space
+    assert len(set(ours)) >= 3, f"degenerate test model output {ours}"  # the comparison must mean something
+    assert sherpa_tokens == ours_tokens
+    assert stream.result.text.strip() == "".join(ours_tokens).strip()
+
+
+def test_sherpa_onnx_audio_tagging_matches_torch(exported: Dict) -> None:
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    out: Path = exported["out"]
+    config = sherpa_onnx.AudioTaggingConfig(
+        model=sherpa_onnx.AudioTaggingModelConfig(
+            zipformer=sherpa_onnx.OfflineZipformerAudioTaggingModelConfig(model=str(out / "tagger.onnx")),
+            num_threads=1),
+        labels=str(out / "class_labels_indices.csv"), top_k=NUM_CLASSES)
+    tagger = sherpa_onnx.AudioTagging(config)
+    wav = _test_waveform()
+    stream = tagger.create_stream()
+    stream.accept_waveform(SR, wav)
+    events = tagger.compute(stream)
+
+    model: StudentModel = exported["model"]
+    feats = _kaldi_fbank(wav)
+    with torch.no_grad():
+        probs = torch.sigmoid(model.at_logits(feats[None], torch.tensor([feats.shape[0]])))[0].numpy()
+    assert len(events) == NUM_CLASSES
+    for ev in events:
+        assert ev.name == f"Event {ev.index}"
+        assert abs(ev.prob - probs[ev.index]) < TOL, (ev.index, ev.prob, probs[ev.index])
