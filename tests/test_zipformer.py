@@ -330,3 +330,70 @@ def test_parameter_groups_with_lr_scale() -> None:
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.002, 0.004, 0.04])
     frozen = get_parameter_groups_with_lrs(model, lr=0.04, freeze_modules=["1"])
     assert sum(len(g["params"]) for g in frozen) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# speed-oriented implementations must match the straightforward formulations
+
+
+def _balancer_grad_reference(x: torch.Tensor, g: torch.Tensor, min_mean: float, max_mean: float,
+                             min_rms: float, max_rms: float, grad_scale: float,
+                             channel_dim: int) -> torch.Tensor:
+    """The Balancer's backward written directly: autograd of the loss through the full tensor."""
+    xd = x.detach().double().requires_grad_(True)
+    dims = [d for d in range(x.ndim) if d != channel_dim]
+    u = (xd ** 2).mean(dim=dims, keepdim=True)
+    mean = xd.mean(dim=dims, keepdim=True)
+    m = mean / (u - mean * mean).clamp(min=1e-20).sqrt()
+    rms = u.clamp(min=1e-20).sqrt()
+    loss = ((m - m.clamp(min=min_mean, max=max_mean)).abs()
+            + (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()).sum()
+    (lg,) = torch.autograd.grad(loss, xd)
+    lg = lg * (grad_scale / (lg ** 2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-20))
+    gd = g.double()
+    return (gd + gd.abs() * lg).float()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "last_dim", "strided"])
+def test_balancer_backward_matches_full_autograd(layout: str) -> None:
+    from mt2kd_lib.models.zipformer.scaling import _BalancerFunction, _proportion_positive_to_mean
+
+    torch.manual_seed(11)
+    if layout in ("nchw", "channels_last"):
+        x = torch.randn(3, 6, 17, 5) * torch.linspace(0.1, 3.0, 6).view(1, 6, 1, 1) + 0.3
+        channel_dim = 1
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "last_dim":
+        x = torch.randn(40, 3, 12) * torch.linspace(0.1, 3.0, 12) + 0.3
+        channel_dim = 2
+    else:  # a non-contiguous slice of a wider projection, as for attention keys
+        x = (torch.randn(40, 3, 20) * torch.linspace(0.1, 3.0, 20) + 0.3)[..., 4:16]
+        channel_dim = 2
+    g = torch.randn(x.shape).transpose(0, 1).contiguous().transpose(0, 1)  # other layout than x
+    cfg = (_proportion_positive_to_mean(0.45), _proportion_positive_to_mean(0.55), 0.5, 2.0, 0.04)
+    xr = x.clone().requires_grad_(True)
+    _BalancerFunction.apply(xr, *cfg, channel_dim).backward(g)
+    ref = _balancer_grad_reference(x, g, *cfg, channel_dim)
+    assert (ref - g).abs().max() > 1e-3  # the constraint is active here
+    assert torch.allclose(xr.grad, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_balancer_backward_inactive_is_exact_identity() -> None:
+    from mt2kd_lib.models.zipformer.scaling import _BalancerFunction
+
+    torch.manual_seed(12)
+    x = torch.randn(500, 8, requires_grad=True)  # mean ~0, rms ~1: within all limits below
+    g = torch.randn(500, 8)
+    _BalancerFunction.apply(x, -1.0, 1.0, 0.1, 10.0, 0.04, 1).backward(g)
+    assert torch.equal(x.grad, g)
+
+
+def test_tune_cpu_malloc_idempotent() -> None:
+    from mt2kd_lib.models.zipformer.cpu_alloc import tune_cpu_malloc
+
+    first = tune_cpu_malloc()
+    assert isinstance(first, bool)
+    assert tune_cpu_malloc() is first
+    y = torch.ones(3_000_000) * 2.0  # large allocations still work and are correct
+    assert float(y.sum()) == 6_000_000.0

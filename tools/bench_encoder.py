@@ -6,6 +6,9 @@ iteration, then K timed forward+backward iterations in training mode.  Prints, p
 params (M), seconds per batch and x-realtime (audio seconds / wall seconds).
 
   python tools/bench_encoder.py --presets S xs --iters 3 --threads 2
+
+glibc malloc is tuned for reuse of large blocks first (see mt2kd_lib/models/zipformer/cpu_alloc.py),
+as a training process should do; ``--no-malloc-tune`` measures without it.
 """
 
 import argparse
@@ -16,6 +19,7 @@ from typing import List
 import torch
 
 from mt2kd_lib.models.encoder_presets import build_encoder
+from mt2kd_lib.models.zipformer.cpu_alloc import tune_cpu_malloc
 from mt2kd_lib.models.zipformer.scaling import set_batch_count
 from mt2kd_lib.utils.logging import setup_logger
 
@@ -56,8 +60,11 @@ def main() -> None:
     parser.add_argument("--eval-mode", action="store_true",
                         help="time in eval mode (no Balancer/Whiten/dropout work)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-malloc-tune", action="store_true",
+                        help="leave glibc malloc at its defaults (large blocks mmapped per use)")
     args = parser.parse_args()
     setup_logger()
+    malloc_tuned = False if args.no_malloc_tune else tune_cpu_malloc()
     torch.set_num_threads(args.threads)
     rows = []
     for preset in args.presets:
@@ -67,7 +74,7 @@ def main() -> None:
         rows.append(r)
     audio_s = args.batch * args.frames / 100.0
     print(f"batch {args.batch} x {args.frames} frames ({audio_s:.0f} s audio), threads={args.threads}, "
-          f"mode={'eval' if args.eval_mode else 'train'}, forward+backward")
+          f"mode={'eval' if args.eval_mode else 'train'}, forward+backward, malloc_tuned={malloc_tuned}")
     print(f"{'preset':<12}{'params (M)':>12}{'s/batch':>10}{'x realtime':>12}")
     for r in rows:
         print(f"{r['preset']:<12}{r['params_m']:>12.2f}{r['sec']:>10.3f}{r['rt']:>12.1f}")

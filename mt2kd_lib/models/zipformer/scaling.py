@@ -312,50 +312,66 @@ def _proportion_positive_to_mean(p: float) -> float:
     return 0.8139535143 * atanh  # crude inverse-erf * sqrt(2)
 
 
-def _channel_moments(x: Tensor, channel_dim: int) -> Tuple[Tensor, Tensor]:
-    """Per-channel mean and mean square of x over all other axes, as float64 (C,) tensors.
+def _channels_innermost(x: Tensor, channel_dim: int) -> bool:
+    """Whether x's channel axis is (or, for a strided view, should be treated as) innermost."""
+    return x.movedim(channel_dim, -1).stride(-1) == 1 or x.shape[channel_dim] == x.numel()
 
-    Reads x once per moment without full-size temporaries; handles channels-last (innermost)
-    and channels-first memory layouts without copying.
+
+def _channel_view(t: Tensor, channel_dim: int, innermost: bool) -> Tensor:
+    """A (P, C, Q) view (or contiguous copy) of t with the channel axis in the middle: (P, C, 1)
+    with channels innermost, else (P, C, Q) of the row-major layout."""
+    C = t.shape[channel_dim]
+    if innermost:
+        return t.movedim(channel_dim, -1).reshape(-1, C, 1)
+    return t.reshape(int(math.prod(t.shape[:channel_dim])), C, -1)
+
+
+def _from_channel_view(v: Tensor, like: Tensor, channel_dim: int, innermost: bool) -> Tensor:
+    """Inverse of :func:`_channel_view` (returns a tensor shaped like ``like``)."""
+    if innermost:
+        return v.reshape(like.movedim(channel_dim, -1).shape).movedim(-1, channel_dim)
+    return v.reshape(like.shape)
+
+
+def _channel_moments(v: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and mean square of a (P, C, Q) tensor over P and Q, as float64 (C,).
+
+    Reads v once per moment without full-size temporaries.
     """
-    C = x.shape[channel_dim]
-    xm = x.movedim(channel_dim, -1)
-    if xm.stride(-1) == 1:  # channel axis innermost in memory: reduce over rows of (P, C)
-        x2 = xm.reshape(-1, C)
+    P, C, Q = v.shape
+    if Q == 1:
+        x2 = v[:, :, 0]
         # column reductions are slow in torch on CPU; ones-vector matmuls over row blocks that
         # stay in cache are not (the block's square is a small temporary)
         rows = max(1, (1 << 18) // C)
-        ones = torch.ones(1, min(rows, x2.shape[0]), dtype=x2.dtype, device=x2.device)
-        s = torch.zeros(C, dtype=torch.float64, device=x.device)
-        sq = torch.zeros(C, dtype=torch.float64, device=x.device)
-        for i in range(0, x2.shape[0], rows):
+        ones = torch.ones(1, min(rows, P), dtype=v.dtype, device=v.device)
+        s = torch.zeros(C, dtype=torch.float64, device=v.device)
+        sq = torch.zeros(C, dtype=torch.float64, device=v.device)
+        for i in range(0, P, rows):
             blk = x2[i:i + rows]
             o = ones if blk.shape[0] == ones.shape[1] else ones[:, :blk.shape[0]]
             s += (o @ blk)[0]
             sq += (o @ (blk * blk))[0]
     else:
-        xc = x if x.is_contiguous() else x.contiguous()
-        lead = int(math.prod(xc.shape[:channel_dim]))
-        x3 = xc.reshape(lead, C, -1)
-        s = x3.sum(dim=(0, 2)).to(torch.float64)
-        sq = torch.linalg.vector_norm(x3, dim=(0, 2)).to(torch.float64) ** 2
-    n = x.numel() // C
+        s = v.sum(dim=(0, 2)).to(torch.float64)
+        sq = torch.linalg.vector_norm(v, dim=(0, 2)).to(torch.float64) ** 2
+    n = P * Q
     return s / n, sq / n
 
 
-def _balancer_coefficients(x: Tensor, channel_dim: int, min_mean: float, max_mean: float,
-                           min_rms: float, max_rms: float,
-                           grad_scale: float) -> Optional[Tuple[Tensor, Tensor]]:
+def _balancer_coefficients(v: Tensor, min_mean: float, max_mean: float, min_rms: float,
+                           max_rms: float, grad_scale: float) -> Optional[Tuple[Tensor, Tensor]]:
     """Per-channel (a, b) such that the Balancer's scaled loss gradient is ``a + b * x``.
 
     The Balancer loss depends on x only through the per-channel mean and mean square, so its
     gradient w.r.t. x is d_loss/d_mean / n + d_loss/d_meansq * 2x / n: affine in x per channel.
     Differentiating the loss w.r.t. the (C,) moments instead of w.r.t. the full tensor gives the
     same values as autograd through x at a fraction of the cost; the rms of ``a + b x`` used for
-    normalisation also has a closed form in the moments.  Returns None when every channel is
-    within its limits (the gradient is then unchanged).
+    normalisation also has a closed form in the moments.  v: (P, C, Q) as from
+    :func:`_channel_view`; returns (1, C, 1) float32 tensors, or None when every channel is within
+    its limits (the gradient is then unchanged).
     """
-    mean, mean_sq = _channel_moments(x, channel_dim)
+    mean, mean_sq = _channel_moments(v)
     with torch.enable_grad():
         mu = mean.detach().requires_grad_(True)
         u = mean_sq.detach().requires_grad_(True)
@@ -365,17 +381,15 @@ def _balancer_coefficients(x: Tensor, channel_dim: int, min_mean: float, max_mea
         m_loss = (m - m.clamp(min=min_mean, max=max_mean)).abs()
         r_loss = (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
         g_mu, g_u = torch.autograd.grad((m_loss + r_loss).sum(), (mu, u))
-    n = x.numel() // x.shape[channel_dim]
+    n = v.shape[0] * v.shape[2]
     a, b = g_mu / n, g_u * (2.0 / n)
     if not bool(((a != 0) | (b != 0)).any()):
         return None
     # mean over the channel of (a + b x)^2, from the moments
     ms = (a * a + 2.0 * a * b * mean + b * b * mean_sq).clamp(min=0.0)
     scale = grad_scale / ms.sqrt().clamp(min=1.0e-20)
-    shape = [1] * x.ndim
-    shape[channel_dim] = -1
-    return ((a * scale).to(torch.float32).reshape(shape),
-            (b * scale).to(torch.float32).reshape(shape))
+    return ((a * scale).to(torch.float32).reshape(1, -1, 1),
+            (b * scale).to(torch.float32).reshape(1, -1, 1))
 
 
 class _BalancerFunction(torch.autograd.Function):
@@ -390,15 +404,18 @@ class _BalancerFunction(torch.autograd.Function):
     def backward(ctx, x_grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         min_mean, max_mean, min_rms, max_rms, grad_scale, channel_dim = ctx.config
-        coef = _balancer_coefficients(x.detach(), channel_dim, min_mean, max_mean, min_rms,
-                                      max_rms, grad_scale)
+        # work in x's own memory layout (channels-last or -first) so every pass is sequential
+        innermost = _channels_innermost(x, channel_dim)
+        xv = _channel_view(x.detach().to(torch.float32), channel_dim, innermost)
+        coef = _balancer_coefficients(xv, min_mean, max_mean, min_rms, max_rms, grad_scale)
         if coef is None:
             return x_grad, None, None, None, None, None, None
         a, b = coef
-        g = x_grad.to(torch.float32)
+        g = _channel_view(x_grad.to(torch.float32), channel_dim, innermost)
         # g + |g| * (a + b x): the correction is proportional to the local gradient magnitude
-        out = torch.addcmul(a, x.to(torch.float32), b)
+        out = torch.addcmul(a, xv, b)
         out.mul_(g.abs()).add_(g)
+        out = _from_channel_view(out, x, channel_dim, innermost)
         return out.to(x_grad.dtype), None, None, None, None, None, None
 
 
