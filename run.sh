@@ -133,8 +133,9 @@ wait_all() {  # wait for every background job; fail if any failed
 }
 
 # DDP: --world-size N spawns N processes (GPUs when present); MUSAN noise mixing when the corpus has MUSAN.
-train_common=(--recipe-data "$data_dir" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20
-              --world-size "${world_size:-1}")
+opt_common=(--max-duration "${max_duration:-300}" --lr-warmup-batches "${lr_warmup_batches:-500}" --num-threads 1
+            --log-interval 20 --world-size "${world_size:-1}")
+train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_step:-2000}")
 musan_opt=()
 if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
 train_common+=("${musan_opt[@]}")
@@ -172,8 +173,7 @@ kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and
   local name=$1 teachers=$2 mask=$3
   python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
     --teachers "$teachers" --mask-by-task "$mask" --model-config "$student_config" \
-    --exp-dir "$exp_dir/$name/kd" --num-epochs "$kd_epochs" --max-duration "${max_duration:-300}" \
-    --num-threads 1 --log-interval 20 --world-size "${world_size:-1}" "${musan_opt[@]}" &&
+    --exp-dir "$exp_dir/$name/kd" --num-epochs "$kd_epochs" "${opt_common[@]}" "${musan_opt[@]}" &&
   python3 local/train.py --task multi --model-config "$student_config" --init-from-kd "$exp_dir/$name/kd/epoch-$kd_epochs.pt" \
     --encoder-lr-scale "$finetune_encoder_lr_scale" --exp-dir "$exp_dir/$name" --num-epochs "$finetune_epochs" \
     "${train_common[@]}"
@@ -184,8 +184,7 @@ stage_6() {
   run python3 local/model_size.py --model-config "$student_config" --vocab-size "$vocab_size"
   parallel mt2kd_kd python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
     --teachers "$kd_teachers" --model-config "$student_config" --exp-dir "$exp_dir/mt2kd/kd" \
-    --num-epochs "$kd_epochs" --max-duration "${max_duration:-300}" --num-threads 1 --log-interval 20 \
-    --world-size "${world_size:-1}" "${musan_opt[@]}"
+    --num-epochs "$kd_epochs" "${opt_common[@]}" "${musan_opt[@]}"
   wait_all
 }
 

@@ -44,3 +44,5 @@ world_size=${world_size:-8}                                 # GPUs per training 
 use_musan=${use_musan:-true}                                # MUSAN noise mixing in KD and fine-tuning
 dump_jobs=${dump_jobs:-8}                                   # teacher-dump workers, one per device below
 dump_devices=${dump_devices:-cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7}
+lr_warmup_batches=${lr_warmup_batches:-500}                 # icefall defaults
+warm_step=${warm_step:-2000}

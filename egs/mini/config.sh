@@ -15,7 +15,10 @@ kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}                   # the task of 
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 student_config=${student_config:-$recipe/conf/student_tiny.yaml}
-max_duration=${max_duration:-300}
+# Small batches and short warm-ups: on a CPU the number of updates, not the batch size, limits learning.
+max_duration=${max_duration:-60}                           # seconds of audio per batch
+lr_warmup_batches=${lr_warmup_batches:-100}                # Eden warm-up
+warm_step=${warm_step:-200}                                # transducer simple/pruned loss warm-up
 kd_epochs=${kd_epochs:-6}
 finetune_epochs=${finetune_epochs:-4}                      # the same budget for every student (fair baselines)
 finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
