@@ -158,14 +158,17 @@ def teacher_sv_embeddings(teacher, batch_size: int = 8) -> EmbedFn:
 
 
 def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Optional[Path],
-                     tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search") -> dict:
+                     tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search",
+                     beam: int = 4) -> dict:
     """Every supported task of ``model`` in ``tasks``; returns the results.json fragment."""
     res_dir = Path(res_dir)
     res_dir.mkdir(parents=True, exist_ok=True)
     index = contract.read_index(Path(recipe_data) / "manifests")
     results: dict = {"params": int(sum(p.numel() for p in model.parameters()))}
     if "asr" in tasks and model.asr_head is not None and "asr" in index:
-        results["asr"] = {"wer": evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method)}
+        if lang_dir is None:
+            raise FileNotFoundError(f"{recipe_data}: no lang_bpe_* folder to decode with; pass lang_dir")
+        results["asr"] = {"wer": evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam)}
     if "at" in tasks and model.at_head is not None and "at" in index:
         maps = evaluate_at(model_at_scores(model), recipe_data, res_dir)
         results["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}
