@@ -222,6 +222,11 @@ class Trainer:
         self.model_config = model_config
         self.batch_transform = batch_transform
         self.exp_dir = Path(params.exp_dir)
+        if self.device.type == "cpu":
+            # Reuse freed activation memory between steps instead of re-faulting it (about 2x on CPU).
+            from mt2kd_lib.models.zipformer.cpu_alloc import tune_cpu_malloc
+
+            tune_cpu_malloc()
         model.to(self.device)
         if optimizer is None:
             optimizer, scheduler = build_optimizer(model, params)
