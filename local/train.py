@@ -13,13 +13,11 @@ process group comes from the environment. ``--start-epoch N`` resumes from ``epo
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.multiprocessing as mp
 from lhotse import CutSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,7 +26,6 @@ from mt2kd_lib.data import contract  # noqa: E402
 from mt2kd_lib.data.bpe import load_bpe  # noqa: E402
 from mt2kd_lib.data.datamodule import (  # noqa: E402
     filter_cuts,
-    make_eval_dl,
     make_spec_augment,
     make_train_dl,
     speaker_map_from_cuts,
@@ -48,8 +45,8 @@ from mt2kd_lib.training.trainer import (  # noqa: E402
     TrainParams,
     cleanup_distributed,
     fix_random_seed,
-    init_distributed,
 )
+from mt2kd_lib.training.launch import init_process, launch  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 TASKS = {"asr": ["asr"], "at": ["at"], "sv": ["sv"], "multi": ["asr", "at", "sv"]}
@@ -204,11 +201,7 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
 
 
 def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.num_threads)
-    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        init_distributed(rank, world_size, args.master_port, device_name)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if device_name == "cuda" else "cpu")
+    device = init_process(rank, world_size, args)
     setup_logger(args.exp_dir / "log" / f"log-train-rank{rank}.txt", logging.INFO if rank == 0 else logging.WARNING)
     logging.info(f"train.py {' '.join(sys.argv[1:])}")
     logging.info(f"device {device}, world size {world_size}")
@@ -248,18 +241,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    args = get_parser().parse_args()
-    args.exp_dir.mkdir(parents=True, exist_ok=True)
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:  # torchrun
-        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-        if world_size > 1:
-            init_distributed(rank, world_size, args.master_port, args.device or
-                             ("cuda" if torch.cuda.is_available() else "cpu"))
-        run(rank, world_size, args)
-    elif args.world_size > 1:
-        mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
-    else:
-        run(0, 1, args)
+    launch(run, get_parser().parse_args())
 
 
 if __name__ == "__main__":

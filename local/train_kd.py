@@ -12,13 +12,10 @@ paper's 1 / 1 / 10 for the ASR / AT / SV teachers.
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-import torch.multiprocessing as mp
 from lhotse import CutSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +27,8 @@ from mt2kd_lib.models.factory import load_model_config  # noqa: E402
 from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
-    Trainer, TrainParams, cleanup_distributed, fix_random_seed, init_distributed)
+    Trainer, TrainParams, cleanup_distributed, fix_random_seed)
+from mt2kd_lib.training.launch import init_process, launch  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
@@ -89,11 +87,7 @@ def teacher_configs(args) -> List[Dict]:
 
 
 def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.num_threads)
-    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        init_distributed(rank, world_size, args.master_port, device_name)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if device_name == "cuda" else "cpu")
+    device = init_process(rank, world_size, args)
     setup_logger(args.exp_dir / "log" / ("log-train.txt" if rank == 0 else f"log-train-rank{rank}.txt"),
                  logging.INFO if rank == 0 else logging.WARNING)
     logging.info(f"train_kd.py {' '.join(sys.argv[1:])}")
@@ -133,18 +127,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    args = get_parser().parse_args()
-    args.exp_dir.mkdir(parents=True, exist_ok=True)
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:  # torchrun
-        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-        if world_size > 1:
-            init_distributed(rank, world_size, args.master_port,
-                             args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        run(rank, world_size, args)
-    elif args.world_size > 1:
-        mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
-    else:
-        run(0, 1, args)
+    launch(run, get_parser().parse_args())
 
 
 if __name__ == "__main__":

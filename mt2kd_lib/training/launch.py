@@ -1,0 +1,40 @@
+"""Process set-up shared by the training CLIs: single process, ``--world-size N`` spawned DDP processes, or
+torchrun (the process group then comes from the environment)."""
+
+import argparse
+import os
+from typing import Callable
+
+import torch
+import torch.multiprocessing as mp
+
+from mt2kd_lib.training.trainer import init_distributed
+
+RunFn = Callable[[int, int, argparse.Namespace], None]
+
+
+def device_name(args: argparse.Namespace) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def init_process(rank: int, world_size: int, args: argparse.Namespace) -> torch.device:
+    """Threads, the process group (when not already there) and this rank's device."""
+    torch.set_num_threads(args.num_threads)
+    name = device_name(args)
+    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        init_distributed(rank, world_size, args.master_port, name)
+    return torch.device(f"cuda:{rank % torch.cuda.device_count()}" if name == "cuda" else "cpu")
+
+
+def launch(run: RunFn, args: argparse.Namespace) -> None:
+    """Call ``run(rank, world_size, args)`` in every process the arguments / environment ask for."""
+    args.exp_dir.mkdir(parents=True, exist_ok=True)
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:  # torchrun
+        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        if world_size > 1:
+            init_distributed(rank, world_size, args.master_port, device_name(args))
+        run(rank, world_size, args)
+    elif args.world_size > 1:
+        mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
+    else:
+        run(0, 1, args)
