@@ -7,7 +7,8 @@ probabilities), its dimension and its frame rate, so the dump stage and the KD h
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Optional
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -73,6 +74,21 @@ class Teacher(ABC):
             )
         if not np.isfinite(audio).all():
             raise ValueError(f"{item}: audio contains NaN or inf")
+
+    def infer_by_length(self, audios: List[np.ndarray],
+                        forward: Callable[[List[np.ndarray]], np.ndarray]) -> List[np.ndarray]:
+        """Check every input, then run ``forward`` once per group of equal-length inputs (so nothing is padded)
+        and return its rows in input order as contiguous float32 arrays."""
+        groups: Dict[int, List[int]] = defaultdict(list)
+        for i, audio in enumerate(audios):
+            self.check_audio(audio, f"utterance {i}")
+            groups[audio.shape[0]].append(i)
+        out: List[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(audios)
+        for idx in groups.values():
+            res = forward([audios[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = np.ascontiguousarray(res[j], dtype=np.float32)
+        return out
 
     def num_frames(self, num_samples: int) -> int:
         """Frames a frame-level teacher emits for ``num_samples`` samples (override when it differs)."""

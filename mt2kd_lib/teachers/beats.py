@@ -22,7 +22,6 @@ frequency patches of each time patch, at ``input_patch_size * 10 ms`` (160 ms) p
 """
 
 import math
-from collections import defaultdict
 from functools import lru_cache
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -369,14 +368,8 @@ class BeatsTeacher(Teacher):
 
     def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
         """Each input is processed at its own length (equal lengths share a forward pass), so no padding effects."""
-        groups: Dict[int, List[int]] = defaultdict(list)
-        for i, audio in enumerate(audios):
-            self.check_audio(audio, f"utterance {i}")
-            groups[audio.shape[0]].append(i)
-        out: List[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(audios)
-        for idx in groups.values():
-            wave = torch.from_numpy(np.stack([audios[i] for i in idx]).astype(np.float32))
-            res = self.forward_fbank(self.features(wave)).float().cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = np.ascontiguousarray(res[j], dtype=np.float32)
-        return out
+        def forward(same_length: List[np.ndarray]) -> np.ndarray:
+            wave = torch.from_numpy(np.stack(same_length).astype(np.float32))
+            return self.forward_fbank(self.features(wave)).float().cpu().numpy()
+
+        return self.infer_by_length(audios, forward)

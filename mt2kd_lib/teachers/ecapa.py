@@ -22,7 +22,6 @@ Feature pipeline (SpeechBrain ``Fbank(n_mels=80)`` + ``InputNormalization(norm_t
 The waveform is used at its [-1, 1] float scale, as SpeechBrain loads it.
 """
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
@@ -327,14 +326,7 @@ class EcapaTeacher(Teacher):
 
     def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
         """Equal-length inputs share a forward pass; nothing is padded."""
-        groups: Dict[int, List[int]] = defaultdict(list)
-        for i, audio in enumerate(audios):
-            self.check_audio(audio, f"utterance {i}")
-            groups[audio.shape[0]].append(i)
-        out: List[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(audios)
-        for idx in groups.values():
-            wav = torch.from_numpy(np.stack([audios[i] for i in idx]).astype(np.float32))
-            emb = self.embed(wav).float().cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = np.ascontiguousarray(emb[j], dtype=np.float32)
-        return out
+        def forward(same_length: List[np.ndarray]) -> np.ndarray:
+            return self.embed(torch.from_numpy(np.stack(same_length).astype(np.float32))).float().cpu().numpy()
+
+        return self.infer_by_length(audios, forward)

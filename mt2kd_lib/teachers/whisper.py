@@ -14,7 +14,6 @@ that length. Outputs are at 50 Hz (20 ms, after the stride-2 conv), dimension ``
 (no ``ln_post``).
 """
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Union
 
@@ -130,19 +129,14 @@ class WhisperTeacher(Teacher):
 
     def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
         """Encode each waveform on its own length; inputs of equal length share one forward pass."""
-        groups: Dict[int, List[int]] = defaultdict(list)
         for i, audio in enumerate(audios):
-            self.check_audio(audio, f"utterance {i}")
             if audio.shape[0] > self.max_samples:
                 raise ValueError(
                     f"utterance {i}: {audio.shape[0] / WHISPER_SR:.2f}s is longer than whisper's "
                     f"{self.max_samples / WHISPER_SR:.2f}s context; split it first"
                 )
-            groups[audio.shape[0]].append(i)
-        out: List[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(audios)
-        for idx in groups.values():
-            mel = torch.stack([self.log_mel(audios[i]) for i in idx])
-            emb = self.encode_mel(mel).float().cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = np.ascontiguousarray(emb[j], dtype=np.float32)
-        return out
+
+        def forward(same_length: List[np.ndarray]) -> np.ndarray:
+            return self.encode_mel(torch.stack([self.log_mel(a) for a in same_length])).float().cpu().numpy()
+
+        return self.infer_by_length(audios, forward)
