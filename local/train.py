@@ -42,11 +42,10 @@ from mt2kd_lib.models.factory import (  # noqa: E402
 from mt2kd_lib.models.kd_init import init_from_kd_checkpoint  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
     Trainer,
-    TrainParams,
     cleanup_distributed,
     fix_random_seed,
 )
-from mt2kd_lib.training.launch import init_process, launch  # noqa: E402
+from mt2kd_lib.training.launch import init_process, launch, params_from_args  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 TASKS = {"asr": ["asr"], "at": ["at"], "sv": ["sv"], "multi": ["asr", "at", "sv"]}
@@ -222,14 +221,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     n_params = sum(q.numel() for q in model.parameters())
     logging.info(f"model: tasks {tasks}, {n_params / 1e6:.2f} M parameters")
 
-    params = TrainParams(
-        exp_dir=str(args.exp_dir), num_epochs=args.num_epochs, start_epoch=args.start_epoch,
-        start_batch=args.start_batch, max_duration=args.max_duration, base_lr=args.base_lr,
-        lr_batches=args.lr_batches, lr_epochs=args.lr_epochs, lr_warmup_batches=args.lr_warmup_batches,
-        seed=args.seed, use_amp=args.use_amp, amp_dtype=args.amp_dtype, log_interval=args.log_interval,
-        valid_interval=args.valid_interval, save_every_n=args.save_every_n, keep_last_k=args.keep_last_k,
-        tensorboard=args.tensorboard,
-    )
+    params = params_from_args(args)
     transform = (lambda b: add_tokens(b, sp.encode)) if sp is not None else None
     trainer = Trainer(model, params, train_dl, valid_dl, device=device, rank=rank, world_size=world_size,
                       model_config=cfg, batch_transform=transform)

@@ -27,8 +27,8 @@ from mt2kd_lib.models.factory import load_model_config  # noqa: E402
 from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
-    Trainer, TrainParams, cleanup_distributed, fix_random_seed)
-from mt2kd_lib.training.launch import init_process, launch  # noqa: E402
+    Trainer, cleanup_distributed, fix_random_seed)
+from mt2kd_lib.training.launch import init_process, launch, params_from_args  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
@@ -114,12 +114,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     model = build_kd_model(cfg)
     logging.info(f"KD student: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
                  f"(encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M)")
-    params = TrainParams(
-        exp_dir=str(args.exp_dir), num_epochs=args.num_epochs, start_epoch=args.start_epoch,
-        max_duration=args.max_duration, base_lr=args.base_lr, lr_batches=args.lr_batches,
-        lr_epochs=args.lr_epochs, lr_warmup_batches=args.lr_warmup_batches, seed=args.seed,
-        log_interval=args.log_interval, tensorboard=args.tensorboard,
-    )
+    params = params_from_args(args)
     Trainer(model, params, train_dl, None, device=device, rank=rank, world_size=world_size, model_config=cfg).fit()
     logging.info(f"Done: skipped {params.skipped_batches} batches, {params.skipped_utts} utterances")
     if world_size > 1:

@@ -2,13 +2,14 @@
 torchrun (the process group then comes from the environment)."""
 
 import argparse
+import dataclasses
 import os
 from typing import Callable
 
 import torch
 import torch.multiprocessing as mp
 
-from mt2kd_lib.training.trainer import init_distributed
+from mt2kd_lib.training.trainer import TrainParams, init_distributed
 
 RunFn = Callable[[int, int, argparse.Namespace], None]
 
@@ -38,3 +39,10 @@ def launch(run: RunFn, args: argparse.Namespace) -> None:
         mp.spawn(run, args=(args.world_size, args), nprocs=args.world_size, join=True)
     else:
         run(0, 1, args)
+
+
+def params_from_args(args: argparse.Namespace) -> TrainParams:
+    """TrainParams from the CLI options that share its field names (the rest keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainParams) if hasattr(args, f.name)}
+    given["exp_dir"] = str(args.exp_dir)
+    return TrainParams(**given)
