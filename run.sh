@@ -117,23 +117,31 @@ stage_3() { run python3 local/prepare_bpe.py --manifest-dir "$manifest_dir" --la
 
 # ---- model stages -------------------------------------------------------------------------------------------
 
+bg_pids=() bg_names=()  # jobs started by parallel() and not yet collected by wait_all()
+
 parallel() {  # parallel NAME CMD...: run in the background (at most $train_jobs at once), log to $exp_dir/logs
-  while [ "$(jobs -rp | wc -l)" -ge "${train_jobs:-1}" ]; do wait -n || true; done
+  while [ "$(jobs -rp | wc -l)" -ge "${train_jobs:-1}" ]; do wait -n 2>/dev/null || true; done
   log "+ [$1] ${*:2}   (log: $exp_dir/logs/$1.log)"
   if [ "$dry_run" = true ]; then return 0; fi
   mkdir -p "$exp_dir/logs"
-  ( "${@:2}" > "$exp_dir/logs/$1.log" 2>&1 || { echo "FAILED: $1 (see $exp_dir/logs/$1.log)" >&2; tail -20 "$exp_dir/logs/$1.log" >&2; exit 1; } ) &
+  rm -f "$exp_dir/logs/$1.failed"
+  # A failure leaves <name>.failed: exit statuses can be lost to `wait -n` above, files cannot.
+  ( "${@:2}" > "$exp_dir/logs/$1.log" 2>&1 || { touch "$exp_dir/logs/$1.failed"
+      echo "FAILED: $1 (see $exp_dir/logs/$1.log)" >&2; tail -20 "$exp_dir/logs/$1.log" >&2; exit 1; } ) &
+  bg_pids+=($!) bg_names+=("$1")
 }
 
-wait_all() {  # wait for every background job; fail if any failed
-  local failed=0
-  for pid in $(jobs -rp); do wait "$pid" || failed=1; done
-  wait || failed=1
-  [ "$failed" = 0 ] || { log "a parallel job failed"; exit 1; }
+wait_all() {  # wait for this shell's parallel() jobs; fail if any failed
+  local pid name failed=()
+  for pid in "${bg_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for name in "${bg_names[@]}"; do [ ! -f "$exp_dir/logs/$name.failed" ] || failed+=("$name"); done
+  bg_pids=() bg_names=()
+  [ ${#failed[@]} = 0 ] || { log "failed: ${failed[*]}"; exit 1; }
 }
 
 # DDP: --world-size N spawns N processes (GPUs when present); MUSAN noise mixing when the corpus has MUSAN.
-opt_common=(--max-duration "${max_duration:-300}" --lr-warmup-batches "${lr_warmup_batches:-500}" --num-threads 1
+opt_common=(--max-duration "${max_duration:-300}" --lr-warmup-batches "${lr_warmup_batches:-500}"
+            --model-warmup-batches "${model_warmup_batches:-4000}" --base-lr "${base_lr:-0.045}" --num-threads 1
             --log-interval 20 --world-size "${world_size:-1}")
 train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_step:-2000}")
 musan_opt=()
@@ -146,7 +154,10 @@ stage_4() {
       --recipe-data "$data_dir" --out "$exp_dir/teachers.yaml"
     return
   fi
-  for task in asr at sv; do
+  local tasks=(asr at sv)
+  # A pretrained SV teacher needs no recipe-trained one (auto compares both, so it trains it).
+  if [ "${sv_teacher:-auto}" = resemblyzer ]; then tasks=(asr at); fi
+  for task in "${tasks[@]}"; do
     parallel "teacher_$task" python3 local/train.py --task "$task" --use-teacher-extra true \
       --model-config "$teacher_config" --exp-dir "$exp_dir/teachers/$task" --num-epochs "$teacher_epochs" \
       "${train_common[@]}"
@@ -170,13 +181,23 @@ stage_5() {
 }
 
 kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and its stage-2 fine-tuning
-  local name=$1 teachers=$2 mask=$3
+  local name=$1 teachers=$2 mask=$3 names tasks i at_teacher=
+  local ft_opts=(--freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}")
+  if [ "${finetune_at_soft_labels:-false}" = true ]; then
+    names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
+    for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
+    [ -n "$at_teacher" ] || { echo "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks" >&2; return 1; }
+    # Soft AT labels only from a teacher this run distils from: an ablation without the AT teacher gets none.
+    if [[ ",$teachers," == *",$at_teacher,"* ]]; then
+      ft_opts+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
+    fi
+  fi
   python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
     --teachers "$teachers" --mask-by-task "$mask" --model-config "$student_config" \
     --exp-dir "$exp_dir/$name/kd" --num-epochs "$kd_epochs" "${opt_common[@]}" "${musan_opt[@]}" &&
   python3 local/train.py --task multi --model-config "$student_config" --init-from-kd "$exp_dir/$name/kd/epoch-$kd_epochs.pt" \
     --encoder-lr-scale "$finetune_encoder_lr_scale" --exp-dir "$exp_dir/$name" --num-epochs "$finetune_epochs" \
-    "${train_common[@]}"
+    "${ft_opts[@]}" "${train_common[@]}"
 }
 
 stage_6() {
@@ -188,9 +209,19 @@ stage_6() {
   wait_all
 }
 
-stage_7() { parallel mt2kd_finetune python3 local/train.py --task multi --model-config "$student_config" \
+stage_7() {
+  local ft_opts=(--freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}") names tasks i at_teacher=
+  if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
+    names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
+    for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
+    [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
+    ft_opts+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
+  fi
+  parallel mt2kd_finetune python3 local/train.py --task multi --model-config "$student_config" \
     --init-from-kd "$exp_dir/mt2kd/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale" \
-    --exp-dir "$exp_dir/mt2kd" --num-epochs "$finetune_epochs" "${train_common[@]}"; wait_all; }
+    --exp-dir "$exp_dir/mt2kd" --num-epochs "$finetune_epochs" "${ft_opts[@]}" "${train_common[@]}"
+  wait_all
+}
 
 stage_8() {
   for task in asr at sv; do
@@ -226,5 +257,20 @@ log "recipe=$recipe data_dir=$data_dir exp_dir=$exp_dir stages $stage..$stop_sta
 run_stage 0
 # After install, use the project's virtualenv and put the repo on PYTHONPATH.
 . ./path.sh
-for n in 1 2 3 4 5 6 7 8 9 10 11; do run_stage "$n"; done
+for n in 1 2 3 4 5; do run_stage "$n"; done
+# Stages 6-7 (KD, then fine-tuning from it) and stage 8 (baselines) do not depend on each other: with
+# train_jobs >= 2 the KD branch runs in the background and holds one of the training slots meanwhile.
+if [ "${train_jobs:-1}" -ge 2 ] && [ "$dry_run" != true ] && stage_selected 8 && { stage_selected 6 || stage_selected 7; }; then
+  ( run_stage 6; run_stage 7 ) &
+  kd_branch=$!
+  log "Stages 6-7 run in the background (pid $kd_branch) alongside stage 8"
+  run_stage 8
+  wait "$kd_branch" 2>/dev/null || true
+  for n in 6 7; do
+    if stage_selected "$n" && [ ! -f "$(marker "$n")" ]; then log "Stage $n (${stage_names[$n]}) failed"; exit 1; fi
+  done
+else
+  for n in 6 7 8; do run_stage "$n"; done
+fi
+for n in 9 10 11; do run_stage "$n"; done
 log "all selected stages finished"

@@ -62,8 +62,9 @@ def main() -> None:
         s = json.loads(sel.read_text())
         if s["sv_teacher"] != "checkpoint":
             folder = args.exp_dir / "teachers" / f"sv_{s['sv_teacher']}"
-            res = {"system": f"teacher_sv_{s['sv_teacher']}", "group": "teacher", "params": 0,
-                   "sv": s["sv_candidates"][s["sv_teacher"]]}
+            chosen = dict(s["sv_candidates"][s["sv_teacher"]])
+            res = {"system": f"teacher_sv_{s['sv_teacher']}", "group": "teacher",
+                   "params": chosen.pop("params", 0), "sv": chosen}
             (folder / "results.json").write_text(json.dumps(res, indent=2) + "\n")
 
 

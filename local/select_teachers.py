@@ -56,6 +56,7 @@ def main() -> None:
         teacher = build_teacher("sv_teacher", **candidates[name])
         res = evaluate_sv(teacher_sv_embeddings(teacher), args.recipe_data, args.teachers_exp / f"sv_{name}",
                           name=f"{name}-")
+        res["params"] = teacher.num_params()
         selection[name] = res
         logging.info(f"SV teacher candidate {name}: EER {res['eer']}, minDCF {res['min_dcf']}")
     best = min(selection, key=lambda n: sum(selection[n]["eer"].values()))

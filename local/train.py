@@ -9,6 +9,25 @@ from ``<recipe-data>/manifests/index.json``. Validation: the ASR dev split(s); f
 ``--valid-fraction`` of the training cuts (the AT eval / SV test sets stay untouched until evaluation, and
 SV validation needs training speakers). ``--world-size N`` spawns N DDP processes; under torchrun the
 process group comes from the environment. ``--start-epoch N`` resumes from ``epoch-(N-1).pt``.
+
+MT2KD stage 2 (fine-tuning a stage-1 KD encoder, run.sh stage 7):
+
+  python local/train.py --task multi --init-from-kd exp/mini/mt2kd/kd/epoch-6.pt --encoder-lr-scale 0.5 \
+      --freeze-encoder-steps 200 --at-soft-labels exp/mini/teacher_outputs --at-soft-teacher at_teacher \
+      --recipe-data data/mini --exp-dir exp/mini/mt2kd --model-config egs/mini/conf/student_tiny.yaml
+
+``--freeze-encoder-steps N``: in global batches 1..N (``batch_idx_train``, so resuming inside that range keeps
+the rest frozen) the encoder, its convolutional front-end included, is not updated at all -- the optimizer skips
+its parameter groups, so no momentum or scale update moves it -- while the transducer decoder/joiner and the AT
+and SV heads train. From batch N+1 the encoder trains too, at ``--encoder-lr-scale`` times the Eden lr of that
+batch, its optimizer state starting fresh. The log says when the encoder is frozen and when it is unfrozen.
+Resume with the same N: the encoder then has optimizer groups of its own, which a checkpoint's layout must match.
+
+``--at-soft-labels DIR --at-soft-teacher NAME [--at-soft-weight W]``: the AT training target becomes
+``W * p + (1 - W) * y`` (W = 1 by default) with ``p`` the clip probabilities the AT teacher NAME dumped into
+``DIR/NAME`` (run.sh stage 5, over the KD pool, whose cut ids are the training cut ids) and ``y`` the multi-hot
+labels. Every AT training cut must have a teacher output (an error names the missing cuts) and the teacher's
+dimension must be the number of AT classes; validation stays on the hard labels (see mt2kd_lib/data/soft_labels.py).
 """
 
 import argparse
@@ -32,6 +51,7 @@ from mt2kd_lib.data.datamodule import (  # noqa: E402
 )
 from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens  # noqa: E402
 from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
+from mt2kd_lib.data.soft_labels import load_at_soft_labels  # noqa: E402
 from mt2kd_lib.models.factory import (  # noqa: E402
     build_student,
     complete_model_config,
@@ -76,6 +96,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-batches", type=float, default=7500)
     p.add_argument("--lr-epochs", type=float, default=3.5)
     p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--model-warmup-batches", type=float, default=4000,
+                   help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
     p.add_argument("--warm-step", type=int, default=None, help="transducer warm-up (overrides the model yaml)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--use-amp", type=str2bool, default=False)
@@ -101,7 +123,33 @@ def get_parser() -> argparse.ArgumentParser:
                    help="MT2KD stage 2: start from this stage-1 (local/train_kd.py) checkpoint")
     p.add_argument("--encoder-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier of the encoder (smaller when fine-tuning a KD encoder)")
+    p.add_argument("--freeze-encoder-steps", type=int, default=0,
+                   help="do not update the encoder in global batches 1..N, only the heads (0: off)")
+    p.add_argument("--at-soft-labels", type=Path, default=None,
+                   help="teacher-output folder of run.sh stage 5: train AT on the AT teacher's probabilities")
+    p.add_argument("--at-soft-teacher", type=str, default=None,
+                   help="with --at-soft-labels: the AT teacher's dump name (egs/mini: at_teacher)")
+    p.add_argument("--at-soft-weight", type=float, default=None,
+                   help="with --at-soft-labels: AT target = W * teacher probs + (1 - W) * hard labels (default 1)")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Option combinations argparse cannot check (fails before any process or data is set up)."""
+    if args.freeze_encoder_steps < 0:
+        raise ValueError(f"--freeze-encoder-steps {args.freeze_encoder_steps} must be >= 0")
+    if args.at_soft_labels is None:
+        if args.at_soft_teacher is not None or args.at_soft_weight is not None:
+            raise ValueError("--at-soft-teacher / --at-soft-weight need --at-soft-labels DIR")
+        return
+    if "at" not in TASKS[args.task]:
+        raise ValueError(f"--at-soft-labels: --task {args.task} trains no AT head")
+    if not args.at_soft_teacher:
+        raise ValueError("--at-soft-labels needs --at-soft-teacher NAME (the AT teacher's folder under it)")
+    if args.at_soft_weight is None:
+        args.at_soft_weight = 1.0
+    if not 0.0 <= args.at_soft_weight <= 1.0:
+        raise ValueError(f"--at-soft-weight {args.at_soft_weight} must be in [0, 1]")
 
 
 def find_lang_dir(recipe_data: Path) -> Path:
@@ -178,10 +226,17 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
     num_classes = cfg["heads"]["at"]["num_classes"] if "at" in tasks else None
     spk_map = speaker_map_from_config(cfg)
     musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
+    soft_field = None
+    soft_weight = 1.0 if args.at_soft_weight is None else args.at_soft_weight
+    if args.at_soft_labels is not None:
+        train["at"], soft_field = load_at_soft_labels(train["at"], args.at_soft_labels, args.at_soft_teacher,
+                                                      num_classes)
+        logging.info(f"AT: training targets {soft_weight:g} * {args.at_soft_teacher} probabilities + "
+                     f"{1 - soft_weight:g} * hard labels; validation on the hard labels")
     train_ds = MultiTaskDataset(
         spk_map, num_classes,
         spec_augment=make_spec_augment(args.time_warp) if args.spec_augment else None,
-        musan_cuts=musan,
+        musan_cuts=musan, at_soft_field=soft_field, at_soft_weight=soft_weight,
     )
     train_dl = make_train_dl(train, parse_weights(args.task_weights, tasks), args.max_duration, train_ds,
                              seed=args.seed, world_size=world_size, rank=rank, num_workers=args.num_workers)
@@ -233,7 +288,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    launch(run, get_parser().parse_args())
+    args = get_parser().parse_args()
+    check_args(args)
+    launch(run, args)
 
 
 if __name__ == "__main__":

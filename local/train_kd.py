@@ -55,6 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-batches", type=float, default=7500)
     p.add_argument("--lr-epochs", type=float, default=3.5)
     p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--model-warmup-batches", type=float, default=4000,
+                   help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--num-threads", type=int, default=1)

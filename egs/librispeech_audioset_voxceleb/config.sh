@@ -36,6 +36,8 @@ max_duration=${max_duration:-1000}
 kd_epochs=${kd_epochs:-30}
 finetune_epochs=${finetune_epochs:-30}
 finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
+finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-0}   # stage 2: encoder not updated in the first N batches (heads only)
+finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stage-2 AT targets = the AT teacher's (beats) dumped probabilities
 ablations=${ablations:-false}
 train_jobs=${train_jobs:-1}
 avg=${avg:-5}

@@ -13,6 +13,10 @@ Batch dict (cuts sorted by decreasing duration, as icefall):
   absent); ``at_mask`` (N,) bool; ``speaker_idx`` (N,) int64 (-1 where absent); ``sv_mask`` (N,) bool;
   for each teacher field F: ``F`` (N, ...) tensor (zeros where absent), ``F_mask`` (N,) bool and, for
   temporal arrays, ``F_lens`` (N,) int64; ``cuts`` (the CutSet) when ``return_cuts``.
+
+AT soft labels (``at_soft_field``, stage-2 fine-tuning, see :mod:`mt2kd_lib.data.soft_labels`): the AT rows of
+``at_targets`` become ``W * teacher_probs + (1 - W) * multi_hot`` (``W = at_soft_weight``); an AT cut without the
+teacher field is an error naming it.
 """
 
 import logging
@@ -26,6 +30,8 @@ from lhotse.dataset.collation import collate_custom_field, collate_features
 from mt2kd_lib.data.contract import parse_audio_event
 
 TASK_NAMES = ("asr", "at", "sv", "kd")
+# Soft labels further than this outside [0, 1] are not probabilities (lilcom's quantisation stays well within it).
+PROB_SLACK = 0.05
 
 
 def cut_task(cut: Any) -> str:
@@ -80,6 +86,9 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         The mixing seed is drawn from Python's ``random`` so that a re-seeded run mixes identically.
       return_cuts: also return the CutSet under ``"cuts"``.
       check_finite: raise on NaN/inf features, naming the cut.
+      at_soft_field: custom field with the AT teacher's clip probabilities (K,) on every AT cut (None: hard
+        labels only); needs ``num_classes``.
+      at_soft_weight: W in ``W * teacher_probs + (1 - W) * multi_hot``, in [0, 1].
     """
 
     def __init__(
@@ -93,10 +102,16 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         musan_snr: Sequence[float] = (10.0, 20.0),
         return_cuts: bool = False,
         check_finite: bool = True,
+        at_soft_field: Optional[str] = None,
+        at_soft_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes={num_classes} must be >= 1")
+        if at_soft_field is not None and num_classes is None:
+            raise ValueError("at_soft_field needs num_classes (AT soft labels mix with the hard AT labels)")
+        if not 0.0 <= at_soft_weight <= 1.0:
+            raise ValueError(f"at_soft_weight={at_soft_weight} must be in [0, 1]")
         if not 0.0 <= musan_prob <= 1.0:
             raise ValueError(f"musan_prob={musan_prob} must be in [0, 1]")
         self.speaker_map = speaker_map
@@ -108,6 +123,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         self.musan_snr = tuple(musan_snr)
         self.return_cuts = return_cuts
         self.check_finite = check_finite
+        self.at_soft_field = at_soft_field
+        self.at_soft_weight = at_soft_weight
 
     def _mix_musan(self, cuts: CutSet) -> CutSet:
         seed = random.randint(0, 2**31 - 1)  # python RNG: re-seeded per epoch by the trainer
@@ -142,6 +159,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
             "origin": [(_cut_custom(c, "origin") or t) if t == "kd" else t for c, t in zip(cuts, tasks)],
         }
         batch.update(self._labels(cuts, tasks))
+        if self.at_soft_field is not None:
+            batch["at_targets"] = self._soft_at_targets(cuts, batch)
         for field in self.teacher_fields:
             batch.update(collate_optional_field(cuts, field))
         if self.return_cuts:
@@ -185,6 +204,36 @@ class MultiTaskDataset(torch.utils.data.Dataset):
             "speaker_idx": speaker_idx,
             "sv_mask": sv_mask,
         }
+
+
+    def _soft_at_targets(self, cuts: CutSet, batch: Dict[str, Any]) -> torch.Tensor:
+        """``at_targets`` with the AT rows mixed with the teacher's probabilities."""
+        field, at_mask = self.at_soft_field, batch["at_mask"]
+        targets = batch["at_targets"]
+        if not bool(at_mask.any()):
+            return targets
+        soft = collate_optional_field(cuts, field)
+        absent = (at_mask & ~soft[f"{field}_mask"]).nonzero().flatten().tolist()
+        if absent:
+            raise ValueError(f"AT cut(s) {[batch['cut_ids'][i] for i in absent]} have no teacher output "
+                             f"{field!r}: cannot train on AT soft labels (see mt2kd_lib.data.soft_labels)")
+        probs = soft[field][at_mask].to(targets.dtype)
+        if probs.shape[1:] != targets.shape[1:]:
+            raise ValueError(f"teacher field {field!r} has shape {tuple(probs.shape[1:])} per cut, the AT targets "
+                             f"{tuple(targets.shape[1:])}")
+        bad = ((probs < -PROB_SLACK) | (probs > 1 + PROB_SLACK)).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            ids = [batch["cut_ids"][i] for i in at_mask.nonzero().flatten()[bad].tolist()]
+            raise ValueError(f"teacher field {field!r} of AT cut(s) {ids} has values outside [0, 1]: not probabilities")
+        # lilcom stores values to within half a tick, which can step just outside [0, 1].
+        targets = targets.clone()
+        targets[at_mask] = mix_at_targets(targets[at_mask], probs.clamp(0.0, 1.0), self.at_soft_weight)
+        return targets
+
+
+def mix_at_targets(hard: torch.Tensor, probs: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight * probs + (1 - weight) * hard``: the AT training target with soft teacher labels."""
+    return weight * probs + (1.0 - weight) * hard
 
 
 def collate_optional_field(cuts: CutSet, field: str) -> Dict[str, torch.Tensor]:

@@ -90,6 +90,11 @@ class Teacher(ABC):
                 out[i] = np.ascontiguousarray(res[j], dtype=np.float32)
         return out
 
+    def num_params(self) -> int:
+        """Parameters of the torch modules this teacher holds (0 for runtimes such as ONNX), for the results table."""
+        seen = {id(p): p.numel() for v in vars(self).values() if isinstance(v, torch.nn.Module) for p in v.parameters()}
+        return sum(seen.values())
+
     def num_frames(self, num_samples: int) -> int:
         """Frames a frame-level teacher emits for ``num_samples`` samples (override when it differs)."""
         hop = int(round(self.spec.frame_shift * self.spec.sampling_rate))

@@ -8,6 +8,13 @@ gradient clipping against ``clipping_scale`` x the median recent (rms-scaled) gr
 
 Parameters of equal shape are stacked and updated together (fewer, larger tensor ops).
 
+Frozen groups: a parameter group with ``frozen=True`` is left out of :meth:`ScaledAdam.step` entirely (no
+momentum, no scale or scalar-clamp update, no state change), so its parameters stay bit-identical however many
+steps pass; its optimiser state is left as it was (in a fresh run: empty until the first unfrozen step, which
+starts it as for a new optimiser). A zero gradient or a zero lr is not enough: the momentum ``delta`` and the
+rms limit of the scale update still move parameters. The trainer uses this to freeze the encoder for the first
+steps of fine-tuning (``get_parameter_groups_with_lrs(separate_modules=...)`` gives a module groups of its own).
+
 Eden: lr = base_lr * ((b^2 + B^2)/B^2)^-0.25 * ((e^2 + E^2)/E^2)^-0.25 * warmup(b), where b / e are
 the batch / epoch counts, B = lr_batches, E = lr_epochs and warmup rises linearly from
 ``warmup_start`` to 1 over ``warmup_batches``.
@@ -28,6 +35,7 @@ class ScaledAdam(Optimizer):
     Args:
       params: parameters, (name, parameter) pairs, or groups (dicts with ``params`` or
         ``named_params`` and optionally ``lr``) -- names are used only in clipping diagnostics.
+        A group whose ``frozen`` entry is True is skipped by :meth:`step` (see module docstring).
       lr: learning rate (relative change per step for non-scalar tensors), e.g. 0.045.
       clipping_scale: clip the total (rms-scaled) grad norm to this times the median over the last
         ``clipping_update_period`` steps; None disables clipping.
@@ -103,6 +111,8 @@ class ScaledAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group, names in zip(self.param_groups, self.parameters_names):
+            if group.get("frozen", False):
+                continue  # not even the state moves: the parameters stay bit-identical
             stacked: List[Tuple[Tensor, Tensor, Dict[str, Any], List[Tensor], List[str]]] = []
             for plist, nlist in self._batches(group["params"], names):
                 p = torch.stack([q.detach() for q in plist])
@@ -347,18 +357,22 @@ class Eden(LRScheduler):
 
 
 def get_parameter_groups_with_lrs(model: nn.Module, lr: float, include_names: bool = False,
-                                  freeze_modules: Sequence[str] = ()) -> List[Dict[str, Any]]:
+                                  freeze_modules: Sequence[str] = (),
+                                  separate_modules: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Parameter groups whose lr is ``lr`` times the product of the ``lr_scale`` attributes of all
     modules on the parameter's name path (e.g. ``model.encoder.lr_scale = 0.1``).
 
-    Top-level submodules named in ``freeze_modules`` are left out.  Returns
+    Top-level submodules named in ``freeze_modules`` are left out.  Those named in ``separate_modules``
+    get groups of their own (never shared with other modules, even at an equal lr), marked with
+    ``"module": name`` so that they can be frozen for a while (the ``frozen`` group flag).  Returns
     ``[{"params" | "named_params": [...], "lr": lr_i}, ...]`` (names when ``include_names``).
     """
     scales: Dict[str, float] = defaultdict(lambda: 1.0)
     for name, m in model.named_modules():
         if hasattr(m, "lr_scale"):
             scales[name] = float(m.lr_scale)
-    lr_to_params: Dict[float, List[Any]] = defaultdict(list)
+    # (lr, module kept separate or None) -> parameters; insertion order keeps the groups deterministic
+    lr_to_params: Dict[Tuple[float, Optional[str]], List[Any]] = defaultdict(list)
     for name, param in model.named_parameters():
         parts = name.split(".")
         top = parts[1] if parts[0] == "module" and len(parts) > 1 else parts[0]  # DDP wrapper
@@ -369,6 +383,11 @@ def get_parameter_groups_with_lrs(model: nn.Module, lr: float, include_names: bo
         for part in parts[:-1]:
             prefix = part if prefix == "" else f"{prefix}.{part}"
             cur *= scales[prefix]
-        lr_to_params[cur].append((name, param) if include_names else param)
+        module = top if top in separate_modules else None
+        lr_to_params[(cur, module)].append((name, param) if include_names else param)
     key = "named_params" if include_names else "params"
-    return [{key: params, "lr": group_lr} for group_lr, params in lr_to_params.items()]
+    groups = []
+    for (group_lr, module), params in lr_to_params.items():
+        groups.append({key: params, "lr": group_lr} if module is None else
+                      {key: params, "lr": group_lr, "module": module})
+    return groups

@@ -12,6 +12,11 @@ Batch checkpoints also carry the sampler state and the RNG states, restored righ
 
 Non-finite handling: models mask out non-finite utterances themselves (``info["skipped_utts"]``); a batch
 whose gradients are still non-finite after backward is skipped (no optimiser step) and counted.
+
+Encoder freezing (``freeze_encoder_steps = N > 0``, MT2KD fine-tuning): the model's ``encoder`` gets optimiser
+groups of its own, which ScaledAdam skips (``frozen`` group flag) for global batches 1..N, so the encoder stays
+bit-identical while the heads train; from batch N+1 it trains normally (its optimiser state starts then). The
+flag follows ``batch_idx_train``, so a run resumed inside the frozen phase keeps the remaining batches frozen.
 """
 
 import dataclasses
@@ -44,6 +49,7 @@ from mt2kd_lib.training.checkpoint import (
 logger = logging.getLogger(__name__)
 
 BatchTransform = Callable[[Dict[str, Any]], Dict[str, Any]]
+FROZEN_MODULE = "encoder"  # what freeze_encoder_steps freezes (StudentModel.encoder, KDModel.encoder)
 
 
 @dataclass
@@ -59,6 +65,9 @@ class TrainParams:
     lr_batches: float = 7500.0
     lr_epochs: float = 3.5
     lr_warmup_batches: float = 500.0
+    # Zipformer's regularisation schedules (layer skipping, dropout, balancer limits) are written for ~4000+
+    # batches (icefall); a short CPU run ends them after this many batches instead (the model sees a scaled count).
+    model_warmup_batches: float = 4000.0
     clipping_scale: float = 2.0
     seed: int = 42
     use_amp: bool = False
@@ -69,6 +78,7 @@ class TrainParams:
     keep_last_k: int = 30
     tensorboard: bool = True
     reset_interval: int = 200  # decay constant of the running tot_loss, as icefall
+    freeze_encoder_steps: int = 0  # > 0: the encoder is not updated in global batches 1..N (heads only)
     # State of the loop (restored on resume).
     batch_idx_train: int = 0
     cur_epoch: int = 0
@@ -111,6 +121,9 @@ def init_distributed(rank: int, world_size: int, master_port: int = 12354, devic
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+ZIPFORMER_WARMUP_BATCHES = 4000.0  # where icefall's Zipformer schedules reach their main values
 
 
 def _set_batch_count(model: nn.Module, batch_count: float) -> None:
@@ -175,11 +188,16 @@ def move_batch(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
 
 
 def build_optimizer(model: nn.Module, params: TrainParams):
-    """ScaledAdam over per-module lr groups (icefall) + the Eden schedule."""
+    """ScaledAdam over per-module lr groups (icefall) + the Eden schedule.
+
+    With ``freeze_encoder_steps > 0`` the encoder's parameters get groups of their own (``"module": "encoder"``)
+    so that the trainer can freeze them; otherwise the groups are exactly icefall's (checkpoints stay compatible).
+    """
     from mt2kd_lib.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 
+    separate = (FROZEN_MODULE,) if params.freeze_encoder_steps > 0 else ()
     optimizer = ScaledAdam(
-        get_parameter_groups_with_lrs(model, lr=params.base_lr, include_names=True),
+        get_parameter_groups_with_lrs(model, lr=params.base_lr, include_names=True, separate_modules=separate),
         lr=params.base_lr,
         clipping_scale=params.clipping_scale,
     )
@@ -231,6 +249,8 @@ class Trainer:
         if optimizer is None:
             optimizer, scheduler = build_optimizer(model, params)
         self.optimizer, self.scheduler = optimizer, scheduler
+        self._check_freeze_groups()
+        self._encoder_frozen: Optional[bool] = None  # what the optimiser groups are set to (None: not yet)
         self.model = model
         if world_size > 1:
             # find_unused_parameters: a mixed-task batch need not touch every head on every rank.
@@ -259,16 +279,32 @@ class Trainer:
         p = self.params
         if p.start_batch > 0:
             path = self.exp_dir / f"checkpoint-{p.start_batch}.pt"
-            ckpt = load_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler=self.scaler)
+            ckpt = self._load(path)
             p.update_state(ckpt["params"])
             p.start_epoch = int(ckpt["params"]["cur_epoch"])
             self._resume_rng = ckpt["rng"]
             self._resume_sampler = ckpt["sampler"]
         elif p.start_epoch > 1:
             path = self.exp_dir / f"epoch-{p.start_epoch - 1}.pt"
-            ckpt = load_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler=self.scaler)
+            ckpt = self._load(path)
             p.update_state(ckpt["params"])
             p.cur_batch_idx = 0
+        else:
+            return
+        saved = int(ckpt["params"].get("freeze_encoder_steps", 0))
+        if saved != p.freeze_encoder_steps:
+            logger.warning(f"{path} was trained with freeze_encoder_steps={saved}; continuing with "
+                           f"{p.freeze_encoder_steps} (the encoder is frozen while batch_idx_train <= that)")
+
+    def _load(self, path: Path) -> Dict[str, Any]:
+        try:
+            return load_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler=self.scaler)
+        except ValueError as e:
+            if "parameter group" not in str(e):
+                raise
+            raise ValueError(f"{path}: its optimizer groups do not match this run's ({e}); a run with "
+                             "freeze_encoder_steps > 0 keeps the encoder in groups of its own, so resume with the "
+                             "--freeze-encoder-steps setting it was trained with") from e
 
     def _save(self, path: Path, with_sampler: bool) -> None:
         if self.rank != 0:
@@ -315,6 +351,33 @@ class Trainer:
             self.tb.close()
         return p
 
+    # ----------------------------------------------------------------- encoder freezing
+    def _check_freeze_groups(self) -> None:
+        if self.params.freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps={self.params.freeze_encoder_steps} must be >= 0")
+        if self.params.freeze_encoder_steps > 0 and not any(
+                g.get("module") == FROZEN_MODULE for g in self.optimizer.param_groups):
+            raise ValueError(f"freeze_encoder_steps={self.params.freeze_encoder_steps} needs optimiser groups of "
+                             f"the model's '{FROZEN_MODULE}' of their own (build_optimizer makes them; the model "
+                             f"must have an '{FROZEN_MODULE}' submodule with parameters)")
+
+    def _apply_encoder_freeze(self) -> None:
+        """Set the encoder groups' ``frozen`` flag for the current global batch, logging each change."""
+        p = self.params
+        frozen = p.batch_idx_train <= p.freeze_encoder_steps
+        for group in self.optimizer.param_groups:
+            if group.get("module") == FROZEN_MODULE:
+                group["frozen"] = frozen  # every step: a flag restored from a checkpoint must not linger
+        if p.freeze_encoder_steps <= 0 or frozen == self._encoder_frozen:
+            return
+        if frozen:
+            logger.info(f"Encoder frozen for batches {p.batch_idx_train}..{p.freeze_encoder_steps} "
+                        f"(freeze_encoder_steps={p.freeze_encoder_steps}): only the heads are updated")
+        else:
+            logger.info(f"Encoder unfrozen from batch {p.batch_idx_train} on "
+                        f"(freeze_encoder_steps={p.freeze_encoder_steps}): the whole model trains")
+        self._encoder_frozen = frozen
+
     def _grads_finite(self) -> bool:
         flags = [torch.isfinite(q.grad).all() for q in self.model.parameters() if q.grad is not None]
         return bool(torch.stack(flags).all()) if flags else True
@@ -339,7 +402,7 @@ class Trainer:
             batch_idx += 1
             p.batch_idx_train += 1
             p.cur_batch_idx = batch_idx
-            _set_batch_count(self.model, p.batch_idx_train)
+            _set_batch_count(self.model, p.batch_idx_train * ZIPFORMER_WARMUP_BATCHES / p.model_warmup_batches)
             info = self.train_step(batch)
             tot.decay(1.0 - 1.0 / p.reset_interval)
             tot.add(info)
@@ -380,6 +443,7 @@ class Trainer:
         p.skipped_utts += int(info.get("skipped_utts", 0))
         self.scaler.scale(loss).backward()
         self.scheduler.step_batch(p.batch_idx_train)
+        self._apply_encoder_freeze()
         # With fp16 the GradScaler itself skips steps with inf gradients; otherwise check here.
         if not self.scaler.is_enabled() and not self._grads_finite():
             p.skipped_batches += 1
