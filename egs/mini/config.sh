@@ -7,20 +7,21 @@ vocab_size=${vocab_size:-256}                              # BPE pieces asked fo
 
 # ---- teachers (stage 4) ----
 teachers_mode=${teachers_mode:-train}                      # train: recipe-trained teachers (below)
-teacher_config=${teacher_config:-$recipe/conf/teacher_xs.yaml}
-teacher_epochs=${teacher_epochs:-8}
-sv_teacher=${sv_teacher:-auto}                             # auto: the better (EER) of checkpoint / resemblyzer
+teacher_config=${teacher_config:-$recipe/conf/student_tiny.yaml}  # teacher_xs.yaml: larger, slower
+teacher_epochs=${teacher_epochs:-2}                        # on train + teacher_extra: 4x a student's updates
+sv_teacher=${sv_teacher:-resemblyzer}                      # pretrained; checkpoint: recipe-trained; auto: the better
 kd_teachers=${kd_teachers:-asr_teacher,at_teacher,sv_teacher}
 kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}                   # the task of each KD teacher (task-ID masking)
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 student_config=${student_config:-$recipe/conf/student_tiny.yaml}
 # Small batches and short warm-ups: on a CPU the number of updates, not the batch size, limits learning.
-max_duration=${max_duration:-60}                           # seconds of audio per batch
+max_duration=${max_duration:-20}                           # seconds of audio per batch (3x the updates of 60 s, +15% time)
 lr_warmup_batches=${lr_warmup_batches:-100}                # Eden warm-up
 warm_step=${warm_step:-200}                                # transducer simple/pruned loss warm-up
-kd_epochs=${kd_epochs:-6}
-finetune_epochs=${finetune_epochs:-4}                      # the same budget for every student (fair baselines)
+model_warmup_batches=${model_warmup_batches:-500}          # Zipformer layer-skip/dropout warm-up (icefall: 4000)
+kd_epochs=${kd_epochs:-1}
+finetune_epochs=${finetune_epochs:-1}                      # the same budget for every student (fair baselines)
 finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
 finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-0}   # stage 2: encoder not updated in the first N batches (heads only)
 finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stage-2 AT targets = the AT teacher's dumped probabilities
