@@ -238,7 +238,7 @@ stage_8() {
 }
 
 stage_9() {
-  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg"
+  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1
 }
 
 stage_10() {

@@ -10,8 +10,13 @@ not evaluated again.
 import argparse
 import json
 import logging
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Dict, List
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,15 +37,32 @@ def systems(exp_dir: Path):
         yield d.name, "ablation", d, ["asr", "at", "sv"]
 
 
+def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: argparse.Namespace,
+                 epoch: int) -> Dict:
+    """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
+    torch.set_num_threads(args.num_threads)
+    setup_logger(args.exp_dir / "log-evaluate.txt")
+    lang = sorted(args.recipe_data.glob("lang_bpe_*"))
+    model = load_averaged_model(folder, avg=args.avg)
+    res = evaluate_student(model, args.recipe_data, folder / args.decoding_method, lang[0] if lang else None,
+                           tasks, args.decoding_method)
+    res.update(system=name, group=group, epoch=epoch, avg=args.avg)
+    (folder / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    logging.info(f"{name}: {json.dumps(res)}")
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--recipe-data", type=Path, required=True)
     p.add_argument("--avg", type=int, default=1)
     p.add_argument("--decoding-method", default="greedy_search", choices=["greedy_search", "modified_beam_search"])
+    p.add_argument("--num-jobs", type=int, default=1, help="systems evaluated at once, one process each")
+    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
     args = p.parse_args()
     setup_logger(args.exp_dir / "log-evaluate.txt")
-    lang = sorted(args.recipe_data.glob("lang_bpe_*"))
+    todo = []
     for name, group, folder, tasks in systems(args.exp_dir):
         ckpts = find_checkpoints(folder, "epoch") if folder.is_dir() else []
         if not ckpts:
@@ -50,12 +72,17 @@ def main() -> None:
         if out.is_file() and out.stat().st_mtime > ckpts[0].stat().st_mtime:
             logging.info(f"{name}: {out} is up to date")
             continue
-        model = load_averaged_model(folder, avg=args.avg)
-        res = evaluate_student(model, args.recipe_data, folder / args.decoding_method, lang[0] if lang else None,
-                               tasks, args.decoding_method)
-        res.update(system=name, group=group, epoch=int(ckpts[0].stem.split("-")[1]), avg=args.avg)
-        out.write_text(json.dumps(res, indent=2) + "\n")
-        logging.info(f"{name}: {json.dumps(res)}")
+        todo.append((name, group, folder, tasks, args, int(ckpts[0].stem.split("-")[1])))
+    todo.sort(key=lambda item: (-len(item[3]), "asr" not in item[3]))  # the slowest (ASR decoding) first
+    if args.num_jobs > 1 and len(todo) > 1:
+        # Systems are independent: one process each (spawned, so no torch thread pool is inherited).
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.num_jobs, mp_context=ctx) as pool:
+            for fut in [pool.submit(evaluate_one, *item) for item in todo]:
+                fut.result()  # re-raises a worker's error here
+    else:
+        for item in todo:
+            evaluate_one(*item)
     # An external SV teacher chosen in stage 4 (e.g. resemblyzer) is reported with the EER measured there.
     sel = args.exp_dir / "teachers" / "teachers_selection.json"
     if sel.is_file():

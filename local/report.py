@@ -11,16 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mt2kd_lib.report.curves import plot_curves, read_scalar  # noqa: E402
+from mt2kd_lib.report.stage_times import stage_times_table  # noqa: E402
 from mt2kd_lib.report.tables import comparison, comparison_table, load_results, results_table  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
-
-
-def stage_times(exp_dir: Path, data_dir: Path) -> str:
-    rows = []
-    for d in (data_dir / ".done", exp_dir / ".done"):
-        for m in sorted(d.glob("stage-*"), key=lambda p: int(p.name.split("-")[1])):
-            rows.append(f"| {m.name.split('-', 1)[1]} | {m.read_text().strip()} |")
-    return "| stage | run |\n|---|---|\n" + "\n".join(rows) if rows else "(no stage markers found)"
 
 
 def main() -> None:
@@ -62,7 +55,9 @@ def main() -> None:
         "",
         "## Wall time per stage",
         "",
-        stage_times(args.exp_dir, args.data_dir or args.exp_dir),
+        "Stages 6-7 (KD, fine-tuning) run beside stage 8 (baselines) when `train_jobs` >= 2.",
+        "",
+        stage_times_table([(args.data_dir or args.exp_dir) / ".done", args.exp_dir / ".done"]),
         "",
     ]
     if notes.is_file():

@@ -62,3 +62,56 @@ def test_dry_run_prints_commands_without_running(tmp_path):
     assert "+ bash egs/mini/prepare.sh" in proc.stdout
     assert f"lang_bpe_{TINY_VOCAB}" in proc.stdout
     assert not (tmp_path / "data").exists()
+
+
+STAND_IN = """#!/bin/sh
+# Stand-in python3: records when each training command starts and ends (by its --exp-dir), fails on request.
+name=$(echo "$*" | sed -n 's/.*--exp-dir \\([^ ]*\\).*/\\1/p')
+echo "start ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
+if [ -n "$FAKE_FAIL" ]; then case "$*" in *"$FAKE_FAIL"*) exit 1 ;; esac; fi
+sleep 1
+echo "end ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
+"""
+
+
+def _run_student_stages(tiny_recipe, tmp_path, fail: str = ""):
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.write_text(STAND_IN)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", MT2KD_VENV=str(tmp_path / "no_venv"),
+               FAKE_LOG=str(log), FAKE_FAIL=fail)
+    exp = tmp_path / "exp"
+    proc = subprocess.run(["bash", "run.sh", "--recipe-config", "egs/mini/config_tiny.sh", "--data-dir",
+                           str(tiny_recipe["data"]), "--exp-dir", str(exp), "--stage", "6", "--stop-stage", "8",
+                           "--train-jobs", "2"], cwd=REPO, env=env, capture_output=True, text=True)
+    times = {}
+    for line in log.read_text().splitlines():
+        what, name, t = line.split()
+        times.setdefault(name.replace(str(exp) + "/", ""), {})[what] = float(t)
+    return proc, times, exp
+
+
+def test_kd_branch_runs_beside_the_baselines(tiny_recipe, tmp_path):
+    proc, t, exp = _run_student_stages(tiny_recipe, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "alongside stage 8" in proc.stdout
+    kd, ft = t["mt2kd/kd"], t["mt2kd"]
+    baselines = [t[n] for n in ("single_asr", "single_at", "single_sv", "multitask_scratch")]
+    # KD overlaps a baseline; fine-tuning starts only after KD ended; two slots, never three.
+    assert any(kd["start"] < b["end"] and b["start"] < kd["end"] for b in baselines), t
+    assert ft["start"] >= kd["end"]
+    spans = [kd, ft] + baselines
+    for s in spans:
+        running = sum(o["start"] <= s["start"] < o["end"] for o in spans)
+        assert running <= 2, t
+    assert sorted(p.name for p in (exp / ".done").iterdir()) == ["stage-6-kd", "stage-7-finetune", "stage-8-baselines"]
+
+
+def test_failed_kd_branch_fails_the_run(tiny_recipe, tmp_path):
+    proc, t, exp = _run_student_stages(tiny_recipe, tmp_path, fail="local/train_kd.py")
+    assert proc.returncode != 0
+    assert "Stage 6 (kd) failed" in proc.stdout and "failed: mt2kd_kd" in proc.stdout
+    assert "mt2kd" not in t  # no fine-tuning from a KD run that failed
+    assert sorted(p.name for p in (exp / ".done").iterdir()) == ["stage-8-baselines"]
