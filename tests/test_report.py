@@ -45,3 +45,23 @@ def test_comparison_numbers(tmp_path):
     assert abs(comp["EER O"]["multi-task"]["diff"] - (-2.0)) < 1e-9 and comp["EER O"]["multi-task"]["better"]
     text = comparison_table(comp)
     assert "+4.00% rel" in text and "-2.00 abs" in text
+
+
+def test_stage_times_table_overlapping_stages(tmp_path):
+    from mt2kd_lib.report.stage_times import stage_times_table
+
+    data, exp = tmp_path / "data/.done", tmp_path / "exp/.done"
+    data.mkdir(parents=True)
+    exp.mkdir(parents=True)
+    (data / "stage-1-prepare").write_text("finished 2026-11-24 10:01:00 in 60 s\n")
+    (exp / "stage-6-kd").write_text("finished 2026-11-24 10:05:00 in 200 s\n")
+    (exp / "stage-8-baselines").write_text("finished 2026-11-24 10:06:00 in 250 s\n")  # beside stage 6
+    (exp / "stage-10-report").write_text("done by hand\n")
+    table = stage_times_table([data, exp])
+    lines = table.splitlines()
+    assert lines[2] == "| 1 prepare | 10:00:00 | 10:01:00 | 60 |"
+    assert lines[3] == "| 6 kd | 10:01:40 | 10:05:00 | 200 |"
+    assert lines[4] == "| 8 baselines | 10:01:50 | 10:06:00 | 250 |"
+    assert lines[5] == "| 10 report | | done by hand | |"
+    # 10:00:00 -> 10:06:00, not the 510 s sum of the stages
+    assert lines[6] == "| **all (wall clock)** | 10:00:00 | 10:06:00 | **360** (6 min 0 s) |"

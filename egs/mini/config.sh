@@ -23,7 +23,7 @@ model_warmup_batches=${model_warmup_batches:-500}          # Zipformer layer-ski
 kd_epochs=${kd_epochs:-1}
 finetune_epochs=${finetune_epochs:-1}                      # the same budget for every student (fair baselines)
 finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
-finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-0}   # stage 2: encoder not updated in the first N batches (heads only)
+finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-200} # stage 2: heads only for the first N batches (EER 28.4 -> 24.5%)
 finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stage-2 AT targets = the AT teacher's dumped probabilities
 ablations=${ablations:-false}                              # true: KD with each teacher alone, KD without masking
 train_jobs=${train_jobs:-2}                                # independent trainings run side by side (1 thread each)
