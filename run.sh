@@ -119,16 +119,24 @@ stage_3() { run python3 local/prepare_bpe.py --manifest-dir "$manifest_dir" --la
 
 bg_pids=() bg_names=()  # jobs started by parallel() and not yet collected by wait_all()
 
-parallel() {  # parallel NAME CMD...: run in the background (at most $train_jobs at once), log to $exp_dir/logs
+parallel() {  # parallel NAME [--done-if FILE] CMD...: run in the background (at most $train_jobs at once),
+  # log to $exp_dir/logs/NAME.log; skipped when FILE (a training's last checkpoint) exists: finished before.
+  local name=$1 done_file=
+  shift
+  if [ "$1" = --done-if ]; then done_file=$2; shift 2; fi
+  if [ -n "$done_file" ] && [ -f "$done_file" ] && [ "$dry_run" != true ]; then
+    log "[$name] $done_file exists: trained before, not redone (remove it to retrain)"
+    return 0
+  fi
   while [ "$(jobs -rp | wc -l)" -ge "${train_jobs:-1}" ]; do wait -n 2>/dev/null || true; done
-  log "+ [$1] ${*:2}   (log: $exp_dir/logs/$1.log)"
+  log "+ [$name] $*   (log: $exp_dir/logs/$name.log)"
   if [ "$dry_run" = true ]; then return 0; fi
   mkdir -p "$exp_dir/logs"
-  rm -f "$exp_dir/logs/$1.failed"
+  rm -f "$exp_dir/logs/$name.failed"
   # A failure leaves <name>.failed: exit statuses can be lost to `wait -n` above, files cannot.
-  ( "${@:2}" > "$exp_dir/logs/$1.log" 2>&1 || { touch "$exp_dir/logs/$1.failed"
-      echo "FAILED: $1 (see $exp_dir/logs/$1.log)" >&2; tail -20 "$exp_dir/logs/$1.log" >&2; exit 1; } ) &
-  bg_pids+=($!) bg_names+=("$1")
+  ( "$@" > "$exp_dir/logs/$name.log" 2>&1 || { touch "$exp_dir/logs/$name.failed"
+      echo "FAILED: $name (see $exp_dir/logs/$name.log)" >&2; tail -20 "$exp_dir/logs/$name.log" >&2; exit 1; } ) &
+  bg_pids+=($!) bg_names+=("$name")
 }
 
 wait_all() {  # wait for this shell's parallel() jobs; fail if any failed
@@ -158,7 +166,7 @@ stage_4() {
   # A pretrained SV teacher needs no recipe-trained one (auto compares both, so it trains it).
   if [ "${sv_teacher:-auto}" = resemblyzer ]; then tasks=(asr at); fi
   for task in "${tasks[@]}"; do
-    parallel "teacher_$task" python3 local/train.py --task "$task" --use-teacher-extra true \
+    parallel "teacher_$task" --done-if "$exp_dir/teachers/$task/epoch-$teacher_epochs.pt" python3 local/train.py --task "$task" --use-teacher-extra true \
       --model-config "$teacher_config" --exp-dir "$exp_dir/teachers/$task" --num-epochs "$teacher_epochs" \
       "${train_common[@]}"
   done
@@ -168,68 +176,80 @@ stage_4() {
 }
 
 stage_5() {
-  # With task-ID masking only cuts of a teacher's own task use its outputs; the ablations need all of them.
+  # With task-ID masking a teacher's outputs are used only on cuts of its own task (teacher_outputs); the
+  # no-masking ablation needs them on every cut (teacher_outputs_all).
   local tasks=(${kd_teacher_tasks//,/ }) i=0 origin
   for t in ${kd_teachers//,/ }; do
     origin=()
-    if [ "${ablations:-false}" != true ] && [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
+    if [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
     i=$((i + 1))
-    run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$t" "${origin[@]}" \
-      --teachers-config "$exp_dir/teachers.yaml" --out-dir "$exp_dir/teacher_outputs" --shard-size 500 \
-      --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
+    dump_teacher "$t" "$exp_dir/teacher_outputs" "${origin[@]}"
+    if [ "${ablations:-false}" = true ]; then dump_teacher "$t" "$exp_dir/teacher_outputs_all"; fi
   done
 }
 
-kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and its stage-2 fine-tuning
-  local name=$1 teachers=$2 mask=$3 names tasks i at_teacher=
-  local ft_opts=(--freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}")
-  if [ "${finetune_at_soft_labels:-false}" = true ]; then
+dump_teacher() {  # dump_teacher TEACHER OUT_DIR [--origin TASK]
+  run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$1" "${@:3}" \
+    --teachers-config "$exp_dir/teachers.yaml" --out-dir "$2" --shard-size 500 \
+    --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
+}
+
+kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 training of $exp_dir/NAME/kd
+  local dir=$exp_dir/teacher_outputs
+  if [ "$3" != true ]; then dir=$exp_dir/teacher_outputs_all; fi
+  cmd=(python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$dir" --teachers "$2" --mask-by-task "$3"
+       --model-config "$student_config" --exp-dir "$exp_dir/$1/kd" --num-epochs "$kd_epochs" "${opt_common[@]}"
+       "${musan_opt[@]}")
+}
+
+finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 training of $exp_dir/NAME
+  local names tasks i at_teacher=
+  cmd=(python3 local/train.py --task multi --model-config "$student_config"
+       --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale"
+       --exp-dir "$exp_dir/$1" --num-epochs "$finetune_epochs"
+       --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}")
+  if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
     names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
     for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
-    [ -n "$at_teacher" ] || { echo "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks" >&2; return 1; }
+    [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
     # Soft AT labels only from a teacher this run distils from: an ablation without the AT teacher gets none.
-    if [[ ",$teachers," == *",$at_teacher,"* ]]; then
-      ft_opts+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
+    if [[ ",$2," == *",$at_teacher,"* ]]; then
+      cmd+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
     fi
   fi
-  python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
-    --teachers "$teachers" --mask-by-task "$mask" --model-config "$student_config" \
-    --exp-dir "$exp_dir/$name/kd" --num-epochs "$kd_epochs" "${opt_common[@]}" "${musan_opt[@]}" &&
-  python3 local/train.py --task multi --model-config "$student_config" --init-from-kd "$exp_dir/$name/kd/epoch-$kd_epochs.pt" \
-    --encoder-lr-scale "$finetune_encoder_lr_scale" --exp-dir "$exp_dir/$name" --num-epochs "$finetune_epochs" \
-    "${ft_opts[@]}" "${train_common[@]}"
+}
+
+kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and its stage-2 fine-tuning
+  kd_command "$1" "$2" "$3"
+  [ -f "$exp_dir/$1/kd/epoch-$kd_epochs.pt" ] || "${cmd[@]}" || return 1
+  finetune_command "$1" "$2"
+  [ -f "$exp_dir/$1/epoch-$finetune_epochs.pt" ] || "${cmd[@]}"
 }
 
 stage_6() {
   # The student's size as configured (the paper: ~65.5 M for Zipformer-M with the vocab-500 transducer).
   run python3 local/model_size.py --model-config "$student_config" --vocab-size "$vocab_size"
-  parallel mt2kd_kd python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$exp_dir/teacher_outputs" \
-    --teachers "$kd_teachers" --model-config "$student_config" --exp-dir "$exp_dir/mt2kd/kd" \
-    --num-epochs "$kd_epochs" "${opt_common[@]}" "${musan_opt[@]}"
+  kd_command mt2kd "$kd_teachers" true
+  parallel mt2kd_kd --done-if "$exp_dir/mt2kd/kd/epoch-$kd_epochs.pt" "${cmd[@]}"
   wait_all
 }
 
 stage_7() {
-  local ft_opts=(--freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}") names tasks i at_teacher=
-  if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
-    names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
-    for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
-    [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
-    ft_opts+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
-  fi
-  parallel mt2kd_finetune python3 local/train.py --task multi --model-config "$student_config" \
-    --init-from-kd "$exp_dir/mt2kd/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale" \
-    --exp-dir "$exp_dir/mt2kd" --num-epochs "$finetune_epochs" "${ft_opts[@]}" "${train_common[@]}"
+  finetune_command mt2kd "$kd_teachers"
+  parallel mt2kd_finetune --done-if "$exp_dir/mt2kd/epoch-$finetune_epochs.pt" "${cmd[@]}"
   wait_all
 }
 
 stage_8() {
-  for task in asr at sv; do
-    parallel "single_$task" python3 local/train.py --task "$task" --model-config "$student_config" \
-      --exp-dir "$exp_dir/single_$task" --num-epochs "$finetune_epochs" "${train_common[@]}"
+  local t
+  for t in asr at sv; do
+    parallel "single_$t" --done-if "$exp_dir/single_$t/epoch-$finetune_epochs.pt" python3 local/train.py \
+      --task "$t" --model-config "$student_config" --exp-dir "$exp_dir/single_$t" --num-epochs "$finetune_epochs" \
+      "${train_common[@]}"
   done
-  parallel multitask_scratch python3 local/train.py --task multi --model-config "$student_config" \
-    --exp-dir "$exp_dir/multitask_scratch" --num-epochs "$finetune_epochs" "${train_common[@]}"
+  parallel multitask_scratch --done-if "$exp_dir/multitask_scratch/epoch-$finetune_epochs.pt" python3 local/train.py \
+    --task multi --model-config "$student_config" --exp-dir "$exp_dir/multitask_scratch" \
+    --num-epochs "$finetune_epochs" "${train_common[@]}"
   if [ "${ablations:-false}" = true ]; then
     for t in ${kd_teachers//,/ }; do parallel "ablation_only_$t" kd_then_finetune "ablation_only_$t" "$t" true; done
     parallel ablation_no_mask kd_then_finetune ablation_no_mask "$kd_teachers" false

@@ -68,23 +68,24 @@ STAND_IN = """#!/bin/sh
 # Stand-in python3: records when each training command starts and ends (by its --exp-dir), fails on request.
 name=$(echo "$*" | sed -n 's/.*--exp-dir \\([^ ]*\\).*/\\1/p')
 echo "start ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
+echo "$*" >> "$FAKE_LOG.args"
 if [ -n "$FAKE_FAIL" ]; then case "$*" in *"$FAKE_FAIL"*) exit 1 ;; esac; fi
 sleep 1
 echo "end ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
 """
 
 
-def _run_student_stages(tiny_recipe, tmp_path, fail: str = ""):
+def _run_student_stages(tiny_recipe, tmp_path, fail: str = "", first: int = 6, env_extra=None):
     fake = tmp_path / "bin" / "python3"
     fake.parent.mkdir()
     fake.write_text(STAND_IN)
     fake.chmod(0o755)
     log = tmp_path / "calls.txt"
     env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", MT2KD_VENV=str(tmp_path / "no_venv"),
-               FAKE_LOG=str(log), FAKE_FAIL=fail)
+               FAKE_LOG=str(log), FAKE_FAIL=fail, **(env_extra or {}))
     exp = tmp_path / "exp"
     proc = subprocess.run(["bash", "run.sh", "--recipe-config", "egs/mini/config_tiny.sh", "--data-dir",
-                           str(tiny_recipe["data"]), "--exp-dir", str(exp), "--stage", "6", "--stop-stage", "8",
+                           str(tiny_recipe["data"]), "--exp-dir", str(exp), "--stage", str(first), "--stop-stage", "8",
                            "--train-jobs", "2"], cwd=REPO, env=env, capture_output=True, text=True)
     times = {}
     for line in log.read_text().splitlines():
@@ -115,3 +116,26 @@ def test_failed_kd_branch_fails_the_run(tiny_recipe, tmp_path):
     assert "Stage 6 (kd) failed" in proc.stdout and "failed: mt2kd_kd" in proc.stdout
     assert "mt2kd" not in t  # no fine-tuning from a KD run that failed
     assert sorted(p.name for p in (exp / ".done").iterdir()) == ["stage-8-baselines"]
+
+
+def test_ablations_added_to_a_finished_run(tiny_recipe, tmp_path):
+    """--ablations true on a run whose students are trained: only the ablations train; the no-masking one reads
+    teacher outputs dumped on every cut (teacher_outputs_all), the others the task-masked ones."""
+    exp = tmp_path / "exp"
+    for d in ("mt2kd/kd", "mt2kd", "single_asr", "single_at", "single_sv", "multitask_scratch"):
+        (exp / d).mkdir(parents=True, exist_ok=True)
+        (exp / d / "epoch-1.pt").write_text("trained before")
+    proc, t, _ = _run_student_stages(tiny_recipe, tmp_path, first=5, env_extra={"ablations": "true"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "single_asr/epoch-1.pt exists: trained before" in proc.stdout
+    assert sorted(n for n in t if n != "other") == sorted(
+        f"ablation_{a}{s}" for a in ("only_asr_teacher", "only_at_teacher", "only_sv_teacher", "no_mask")
+        for s in ("/kd", ""))
+    calls = (tmp_path / "calls.txt.args").read_text().splitlines()
+    dumps = [c for c in calls if "dump_teacher.py" in c]
+    assert len(dumps) == 6
+    assert all(("--origin" in c) == ("teacher_outputs_all" not in c) for c in dumps)
+    kd = {c.split("--exp-dir ")[1].split()[0].rsplit("/", 2)[1]: c for c in calls if "train_kd.py" in c}
+    assert f"--teacher-dir {exp}/teacher_outputs_all " in kd["ablation_no_mask"]
+    assert "--mask-by-task false" in kd["ablation_no_mask"]
+    assert f"--teacher-dir {exp}/teacher_outputs " in kd["ablation_only_at_teacher"]
