@@ -184,7 +184,9 @@ stage_5() {
     if [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
     i=$((i + 1))
     dump_teacher "$t" "$exp_dir/teacher_outputs" "${origin[@]}"
-    if [ "${ablations:-false}" = true ]; then dump_teacher "$t" "$exp_dir/teacher_outputs_all"; fi
+    if [ "${ablations:-false}" = true ] || [ "${kd_mask_by_task:-true}" != true ]; then
+      dump_teacher "$t" "$exp_dir/teacher_outputs_all"
+    fi
   done
 }
 
@@ -229,7 +231,7 @@ kd_then_finetune() {  # kd_then_finetune NAME TEACHERS MASK: one stage-1 run and
 stage_6() {
   # The student's size as configured (the paper: ~65.5 M for Zipformer-M with the vocab-500 transducer).
   run python3 local/model_size.py --model-config "$student_config" --vocab-size "$vocab_size"
-  kd_command mt2kd "$kd_teachers" true
+  kd_command mt2kd "$kd_teachers" "${kd_mask_by_task:-true}"
   parallel mt2kd_kd --done-if "$exp_dir/mt2kd/kd/epoch-$kd_epochs.pt" "${cmd[@]}"
   wait_all
 }

@@ -27,6 +27,7 @@ teachers_mode=${teachers_mode:-pretrained}
 teachers_config=${teachers_config:-$recipe/conf/teachers.yaml}
 kd_teachers=${kd_teachers:-whisper,beats,ecapa}
 kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}
+kd_mask_by_task=${kd_mask_by_task:-true}                  # false: every KD loss on every cut (egs/mini/RESULTS_NOTES.md)
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 # icefall's LibriSpeech Zipformer-M settings where the paper gives none: ScaledAdam base lr 0.045, Eden

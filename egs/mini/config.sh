@@ -12,6 +12,7 @@ teacher_epochs=${teacher_epochs:-2}                        # on train + teacher_
 sv_teacher=${sv_teacher:-resemblyzer}                      # pretrained; checkpoint: recipe-trained; auto: the better
 kd_teachers=${kd_teachers:-asr_teacher,at_teacher,sv_teacher}
 kd_teacher_tasks=${kd_teacher_tasks:-asr,at,sv}                   # the task of each KD teacher (task-ID masking)
+kd_mask_by_task=${kd_mask_by_task:-true}                  # false: every KD loss on every cut (see RESULTS_NOTES.md)
 
 # ---- student, KD and fine-tuning (stages 6-8) ----
 student_config=${student_config:-$recipe/conf/student_tiny.yaml}
