@@ -40,8 +40,6 @@ def systems(exp_dir: Path):
 def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: argparse.Namespace,
                  epoch: int) -> Dict:
     """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
-    torch.set_num_threads(args.num_threads)
-    setup_logger(args.exp_dir / "log-evaluate.txt")
     lang = sorted(args.recipe_data.glob("lang_bpe_*"))
     model = load_averaged_model(folder, avg=args.avg)
     res = evaluate_student(model, args.recipe_data, folder / args.decoding_method, lang[0] if lang else None,
@@ -50,6 +48,12 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
     (folder / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     logging.info(f"{name}: {json.dumps(res)}")
     return res
+
+
+def init_process(exp_dir: Path, num_threads: int) -> None:
+    """Per process (the main one, or each worker): threads and the shared log file."""
+    torch.set_num_threads(num_threads)
+    setup_logger(exp_dir / "log-evaluate.txt")
 
 
 def main() -> None:
@@ -61,7 +65,7 @@ def main() -> None:
     p.add_argument("--num-jobs", type=int, default=1, help="systems evaluated at once, one process each")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
     args = p.parse_args()
-    setup_logger(args.exp_dir / "log-evaluate.txt")
+    init_process(args.exp_dir, args.num_threads)
     todo = []
     for name, group, folder, tasks in systems(args.exp_dir):
         ckpts = find_checkpoints(folder, "epoch") if folder.is_dir() else []
@@ -77,7 +81,8 @@ def main() -> None:
     if args.num_jobs > 1 and len(todo) > 1:
         # Systems are independent: one process each (spawned, so no torch thread pool is inherited).
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.num_jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=args.num_jobs, mp_context=ctx, initializer=init_process,
+                                 initargs=(args.exp_dir, args.num_threads)) as pool:
             for fut in [pool.submit(evaluate_one, *item) for item in todo]:
                 fut.result()  # re-raises a worker's error here
     else:

@@ -65,18 +65,16 @@ from mt2kd_lib.training.trainer import (  # noqa: E402
     cleanup_distributed,
     fix_random_seed,
 )
-from mt2kd_lib.training.launch import init_process, launch, params_from_args  # noqa: E402
+from mt2kd_lib.training.launch import (  # noqa: E402
+    add_schedule_args,
+    init_process,
+    launch,
+    params_from_args,
+    str2bool,
+)
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 TASKS = {"asr": ["asr"], "at": ["at"], "sv": ["sv"], "multi": ["asr", "at", "sv"]}
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -92,12 +90,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch per process")
     p.add_argument("--world-size", type=int, default=1)
     p.add_argument("--master-port", type=int, default=12354)
-    p.add_argument("--base-lr", type=float, default=0.045)
-    p.add_argument("--lr-batches", type=float, default=7500)
-    p.add_argument("--lr-epochs", type=float, default=3.5)
-    p.add_argument("--lr-warmup-batches", type=float, default=500)
-    p.add_argument("--model-warmup-batches", type=float, default=4000,
-                   help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
+    add_schedule_args(p)
     p.add_argument("--warm-step", type=int, default=None, help="transducer warm-up (overrides the model yaml)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--use-amp", type=str2bool, default=False)

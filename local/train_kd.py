@@ -28,14 +28,16 @@ from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
     Trainer, cleanup_distributed, fix_random_seed)
-from mt2kd_lib.training.launch import init_process, launch, params_from_args  # noqa: E402
+from mt2kd_lib.training.launch import (  # noqa: E402
+    add_schedule_args,
+    init_process,
+    launch,
+    params_from_args,
+    str2bool,
+)
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
 DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
-
-
-def str2bool(v: str) -> bool:
-    return v.lower() in ("true", "1", "yes")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -51,12 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-epochs", type=int, default=4)
     p.add_argument("--start-epoch", type=int, default=1)
     p.add_argument("--max-duration", type=float, default=300.0)
-    p.add_argument("--base-lr", type=float, default=0.045)
-    p.add_argument("--lr-batches", type=float, default=7500)
-    p.add_argument("--lr-epochs", type=float, default=3.5)
-    p.add_argument("--lr-warmup-batches", type=float, default=500)
-    p.add_argument("--model-warmup-batches", type=float, default=4000,
-                   help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
+    add_schedule_args(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--num-threads", type=int, default=1)

@@ -41,6 +41,25 @@ def launch(run: RunFn, args: argparse.Namespace) -> None:
         run(0, 1, args)
 
 
+def str2bool(v: str) -> bool:
+    """argparse type for true/false options; anything else is an error, not a silent false."""
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def add_schedule_args(p: argparse.ArgumentParser) -> None:
+    """The optimiser / schedule options both training CLIs share (TrainParams fields of the same names)."""
+    p.add_argument("--base-lr", type=float, default=0.045)
+    p.add_argument("--lr-batches", type=float, default=7500)
+    p.add_argument("--lr-epochs", type=float, default=3.5)
+    p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--model-warmup-batches", type=float, default=4000,
+                   help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
+
+
 def params_from_args(args: argparse.Namespace) -> TrainParams:
     """TrainParams from the CLI options that share its field names (the rest keep their defaults)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainParams) if hasattr(args, f.name)}
