@@ -60,6 +60,7 @@ from mt2kd_lib.models.factory import (  # noqa: E402
     speaker_map_from_config,
 )
 from mt2kd_lib.models.kd_init import init_from_kd_checkpoint  # noqa: E402
+from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
     Trainer,
     cleanup_distributed,
@@ -124,11 +125,14 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --at-soft-labels: the AT teacher's dump name (egs/mini: at_teacher)")
     p.add_argument("--at-soft-weight", type=float, default=None,
                    help="with --at-soft-labels: AT target = W * teacher probs + (1 - W) * hard labels (default 1)")
+    add_icefall_init_args(p)
     return p
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Option combinations argparse cannot check (fails before any process or data is set up)."""
+    if args.init_from_kd is not None and args.init_from_icefall is not None:
+        raise ValueError("--init-from-kd and --init-from-icefall both initialise the encoder: give one")
     if args.freeze_encoder_steps < 0:
         raise ValueError(f"--freeze-encoder-steps {args.freeze_encoder_steps} must be >= 0")
     if args.at_soft_labels is None:
@@ -264,6 +268,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     model = build_student(cfg)
     if args.init_from_kd is not None and args.start_epoch == 1 and args.start_batch == 0:
         init_from_kd_checkpoint(model, args.init_from_kd)
+    if args.init_from_icefall is not None and args.start_epoch == 1 and args.start_batch == 0:
+        init_from_icefall(model, args.init_from_icefall, args.init_from_icefall_parts, args.icefall_bpe,
+                          args.lang_dir / "bpe.model" if args.lang_dir is not None else None)
     if args.encoder_lr_scale != 1.0:
         model.encoder.lr_scale = args.encoder_lr_scale  # read by get_parameter_groups_with_lrs
     n_params = sum(q.numel() for q in model.parameters())

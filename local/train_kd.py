@@ -25,6 +25,7 @@ from mt2kd_lib.data.dataset import MultiTaskDataset  # noqa: E402
 from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
 from mt2kd_lib.models.factory import load_model_config  # noqa: E402
 from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
+from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall  # noqa: E402
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
 from mt2kd_lib.training.trainer import (  # noqa: E402
     Trainer, cleanup_distributed, fix_random_seed)
@@ -63,6 +64,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--world-size", type=int, default=1, help="DDP processes to spawn (torchrun also works)")
     p.add_argument("--master-port", type=int, default=12356)
+    add_icefall_init_args(p, with_head=False)  # the KD student has no transducer head
     return p
 
 
@@ -111,6 +113,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
                              world_size=world_size, rank=rank)
     fix_random_seed(args.seed)
     model = build_kd_model(cfg)
+    if args.init_from_icefall is not None and args.start_epoch == 1:
+        init_from_icefall(model, args.init_from_icefall, "encoder")
     logging.info(f"KD student: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
                  f"(encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M)")
     params = params_from_args(args)

@@ -2,7 +2,7 @@
 
 import logging
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import sentencepiece as spm
 
@@ -63,3 +63,28 @@ def load_bpe(lang_dir: Path) -> spm.SentencePieceProcessor:
 
 def encode(sp: spm.SentencePieceProcessor, texts: List[str]) -> List[List[int]]:
     return sp.encode(texts, out_type=int)
+
+
+def bpe_difference(a: Path, b: Path) -> Optional[str]:
+    """None when two sentencepiece models give every token the same id (same pieces in the same order), else a
+    sentence naming the first difference. Used before reusing logits / a transducer head trained on another BPE."""
+    files = []
+    for p in (Path(a), Path(b)):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no BPE model")
+        files.append(p.read_bytes())
+    if files[0] == files[1]:
+        return None
+    spa, spb = (spm.SentencePieceProcessor(model_proto=f) for f in files)
+    na, nb = spa.get_piece_size(), spb.get_piece_size()
+    if na != nb:
+        return f"{a} has {na} pieces, {b} has {nb}"
+    for i in range(na):
+        pa, pb = spa.id_to_piece(i), spb.id_to_piece(i)
+        if pa != pb:
+            return f"token id {i} is {pa!r} in {a} but {pb!r} in {b}"
+    # Same vocabulary: segmentation may still differ (other scores/type), which changes the targets.
+    probe = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG ABRACADABRA HELLO WORLD"
+    if spa.encode(probe) != spb.encode(probe) or spa.encode(probe.lower()) != spb.encode(probe.lower()):
+        return f"{a} and {b} have the same pieces but segment text differently"
+    return None

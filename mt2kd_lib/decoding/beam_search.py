@@ -19,7 +19,7 @@ from mt2kd_lib.models.transducer.transducer import TransducerHead
 
 @dataclass
 class Hypothesis:
-    """A partial transcript: ``ys`` starts with ``context_size`` blanks; ``log_prob`` is its total score."""
+    """A partial transcript: ``ys`` starts with ``context_size - 1`` ids -1 and a blank; ``log_prob`` is its total score."""
 
     ys: Tuple[int, ...]
     log_prob: float
@@ -81,7 +81,7 @@ def modified_beam_search(
     beams: List[HypothesisList] = []
     for _ in range(n):
         hl = HypothesisList()
-        hl.add(Hypothesis(ys=(blank,) * ctx, log_prob=0.0))
+        hl.add(Hypothesis(ys=(-1,) * (ctx - 1) + (blank,), log_prob=0.0))  # icefall's start (greedy_search.py)
         beams.append(hl)
     enc_proj = head.joiner.encoder_proj(encoder_out)  # (N, T, J)
     lens = encoder_out_lens.tolist()

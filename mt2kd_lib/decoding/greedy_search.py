@@ -46,7 +46,10 @@ def greedy_search_batch(
     blank, ctx = head.blank_id, head.context_size
 
     hyps: List[List[int]] = [[] for _ in range(n)]
-    context = torch.full((n, ctx), blank, dtype=torch.int64, device=device)
+    # icefall's start context: (ctx - 1) "nothing" ids (-1, a zero embedding) then blank. With our own models the
+    # blank embedding is zero too (padding_idx); an icefall-trained decoder's is not, and this matches icefall.
+    context = torch.full((n, ctx), -1, dtype=torch.int64, device=device)
+    context[:, -1] = blank
     dec_out = head.joiner.decoder_proj(head.decoder(context, need_pad=False)).squeeze(1)  # (N, J)
     enc_proj = head.joiner.encoder_proj(encoder_out)  # (N, T, J)
     lens = encoder_out_lens.to(device)

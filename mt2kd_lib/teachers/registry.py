@@ -6,6 +6,7 @@ Config layout (paths are used as written, i.e. relative to the directory the sta
       whisper: {kind: whisper, checkpoint: download/whisper/large-v3.pt, layer: -1, dim: 1280}
       beats:   {kind: beats, checkpoint: download/beats/BEATs_iter3_plus_AS2M_finetuned.pt, dim: 527}
       ecapa:   {kind: ecapa, checkpoint: download/ecapa/embedding_model.ckpt, dim: 192}
+      icefall: {kind: icefall_zipformer, checkpoint: download/icefall/exp/pretrained.pt}  # teachers/icefall_teacher.py
 
 ``kind`` defaults to the teacher's name; ``dim`` is optional and, when given, must equal the built teacher's
 ``spec.dim``. Every other key is passed to the teacher's constructor; the teacher's name is passed as ``name`` when
@@ -29,6 +30,7 @@ KINDS: Dict[str, Tuple[str, str]] = {
     "onnx": ("mt2kd_lib.teachers.onnx_teacher", "OnnxTeacher"),
     "resemblyzer": ("mt2kd_lib.teachers.resemblyzer_teacher", "ResemblyzerTeacher"),
     "checkpoint": ("mt2kd_lib.teachers.checkpoint", "CheckpointTeacher"),
+    "icefall_zipformer": ("mt2kd_lib.teachers.icefall_teacher", "IcefallZipformerTeacher"),
 }
 
 
