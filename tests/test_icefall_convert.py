@@ -430,3 +430,39 @@ def test_icefall_teacher(tmp_path: Path, bpes) -> None:
     (tmp_path / "teachers.yaml").write_text(yaml.safe_dump(conf))
     with pytest.raises(ValueError, match="BPE model differs from the recipe's"):
         load_teachers_config(tmp_path / "teachers.yaml", only=["ic_ctc"])
+
+
+# --------------------------------------------------------------------------------------- decoding
+@torch.no_grad()
+def test_decoding_starts_from_icefalls_context(tmp_path: Path) -> None:
+    """icefall decodes from the context [-1, ..., -1, blank] (-1: a zero embedding). An icefall decoder's blank
+    embedding is not zero (ours is, padding_idx), so starting from [blank, blank] would change the hypotheses."""
+    from mt2kd_lib.decoding.beam_search import modified_beam_search
+    from mt2kd_lib.decoding.greedy_search import greedy_search_batch
+
+    layout = icefall_layout(get_config("tiny"), HEAD["vocab_size"], HEAD["decoder_dim"], HEAD["joiner_dim"])
+    state = icefall_state(layout, seed=7)
+    state["joiner.output_linear.bias"][0] += 1.2  # blank-heavy enough that tokens and blanks alternate
+    torch.save({"model": state}, tmp_path / "ic.pt")
+    imp = icefall_to_mt2kd(tmp_path / "ic.pt")
+    model = build_student(imp.model_config).eval()
+    model.load_state_dict(imp.state)
+    head = model.asr_head
+    assert head.decoder.embedding.weight[0].abs().sum() > 0
+    x, lens = fbank(seed=2)
+    enc, enc_lens = model.encoder(x, lens)
+
+    def reference(i: int) -> list:  # icefall's greedy search, one symbol per frame at most
+        ctx, hyp = [-1, 0], []
+        for t in range(int(enc_lens[i])):
+            dec = head.decoder(torch.tensor([ctx[-2:]]), need_pad=False)
+            tok = int(head.joiner(enc[i, t][None, None], dec).argmax())
+            if tok != 0:
+                hyp.append(tok)
+                ctx.append(tok)
+        return hyp
+
+    want = [reference(i) for i in range(2)]
+    assert all(3 <= len(h) < int(n) for h, n in zip(want, enc_lens))
+    assert greedy_search_batch(head, enc, enc_lens) == want
+    assert modified_beam_search(head, enc, enc_lens, beam=1) == want
