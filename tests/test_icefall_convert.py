@@ -466,3 +466,58 @@ def test_decoding_starts_from_icefalls_context(tmp_path: Path) -> None:
     assert all(3 <= len(h) < int(n) for h, n in zip(want, enc_lens))
     assert greedy_search_batch(head, enc, enc_lens) == want
     assert modified_beam_search(head, enc, enc_lens, beam=1) == want
+
+
+# --------------------------------------------------------------------------------------- training CLIs
+def _cli_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"local_{name}_icefall", REPO / "local" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_cli_init_from_icefall(tiny_recipe, tmp_path: Path, monkeypatch) -> None:
+    """local/train.py --init-from-icefall ... --init-from-icefall-parts all: the run starts from the icefall weights
+    (the encoder, frozen for the first step, is still exactly them after it)."""
+    import shutil
+
+    from mt2kd_lib.models.factory import read_vocab_size
+
+    lang = tiny_recipe["lang"]
+    enc = {"preset": "tiny", "num_encoder_layers": [1], "downsampling_factor": [1], "encoder_dim": [32],
+           "feedforward_dim": [64], "num_heads": [2], "cnn_module_kernel": [15], "encoder_unmasked_dim": [32],
+           "dropout": 0.0}
+    vocab = read_vocab_size(lang / "tokens.txt")
+    layout = icefall_layout(get_config(enc), vocab, 32, 32)
+    state = icefall_state(layout, seed=11)
+    torch.save({"model": state}, tmp_path / "pretrained.pt")
+    shutil.copy(lang / "bpe.model", tmp_path / "icefall_bpe.model")  # the icefall model's own copy
+    conf = tmp_path / "model.yaml"
+    conf.write_text(yaml.safe_dump({"encoder": enc, "heads": {"asr": {"decoder_dim": 32, "joiner_dim": 32}}}))
+    exp = tmp_path / "exp"
+    train = _cli_module("train")
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--task", "asr", "--recipe-data", str(tiny_recipe["data"]), "--exp-dir", str(exp),
+        "--model-config", str(conf), "--num-epochs", "1", "--max-duration", "20", "--tensorboard", "false",
+        "--save-every-n", "1", "--keep-last-k", "0", "--freeze-encoder-steps", "1",
+        "--init-from-icefall", str(tmp_path / "pretrained.pt"), "--init-from-icefall-parts", "all",
+        "--icefall-bpe", str(tmp_path / "icefall_bpe.model")])
+    train.main()
+    log = (exp / "log" / "log-train-rank0.txt").read_text()
+    assert f"loaded icefall weights from {tmp_path / 'pretrained.pt'}: {{'encoder': " in log
+    ckpt = torch.load(exp / "checkpoint-1.pt", weights_only=False)["model"]
+    assert torch.equal(ckpt["encoder.encoder.encoders.0.layers.0.feed_forward2.out_proj.linear.weight"],
+                       state["encoder.encoders.0.layers.0.feed_forward2.out_proj.weight"])
+    assert torch.equal(ckpt["encoder.encoder_embed.out.weight"], state["encoder_embed.out.weight"])
+    # With --init-from-kd as well it is refused before anything runs.
+    args = train.get_parser().parse_args([
+        "--task", "asr", "--recipe-data", "d", "--exp-dir", "e", "--model-config", "m",
+        "--init-from-icefall", "a.pt", "--init-from-kd", "b.pt"])
+    with pytest.raises(ValueError, match="give one"):
+        train.check_args(args)
+    kd_args = _cli_module("train_kd").get_parser().parse_args([
+        "--recipe-data", "d", "--teacher-dir", "t", "--teachers", "x", "--exp-dir", "e", "--model-config", "m",
+        "--init-from-icefall", "a.pt"])
+    assert kd_args.init_from_icefall == Path("a.pt")
