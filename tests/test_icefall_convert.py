@@ -326,7 +326,7 @@ def test_other_vocabulary_is_refused(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # The encoder alone fits whatever the vocabulary; the head is reported as not loaded.
     counts = load_icefall_weights(model, ckpt, parts="encoder")
-    assert counts["asr_head"] == 0 and counts["encoder"] > 100
+    assert counts["asr_head"] == 0 and counts["encoder"] == len(model.encoder.state_dict())
     assert torch.equal(model.asr_head.joiner.output_linear.weight, before["asr_head.joiner.output_linear.weight"])
 
 
@@ -391,7 +391,7 @@ def test_init_from_icefall(tmp_path: Path, bpes) -> None:
 
     kd = build_kd_model({"encoder": "tiny", "kd": {"teachers": [dict(name="t", task="asr", field="t", kind="frame",
                                                                       dim=8, frame_shift=0.04)]}})
-    assert init_from_icefall(kd, ckpt, "encoder")["encoder"] == len([k for k in state if k.startswith("encoder")])
+    assert init_from_icefall(kd, ckpt, "encoder")["encoder"] == len(kd.encoder.state_dict())
     assert torch.equal(kd.encoder.encoder_embed.out.weight, state["encoder_embed.out.weight"])
 
 

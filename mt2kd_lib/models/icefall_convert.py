@@ -178,7 +178,8 @@ def load_icefall_weights(model: nn.Module, src: Union[str, Path, IcefallCheckpoi
         ctc_only_here = [k for k in head_src if k.startswith("ctc_output.") and k not in head_own]
         head_load = {k: v for k, v in head_src.items() if k not in ctc_only_here}
         left_out += ctc_only_here
-        if any(k.startswith("ctc_output.") for k in head_own) and not any(k.startswith("ctc_output.") for k in head_src):
+        has_ctc = [any(k.startswith("ctc_output.") for k in d) for d in (head_own, head_src)]
+        if has_ctc[0] and not has_ctc[1]:
             logger.warning(f"{ckpt.path}: the checkpoint has no CTC output; the model's CTC branch stays as it is")
             head_own = {k: v for k, v in head_own.items() if not k.startswith("ctc_output.")}
         _check(shapes_of(head_own), shapes_of(head_load),
@@ -186,13 +187,13 @@ def load_icefall_weights(model: nn.Module, src: Union[str, Path, IcefallCheckpoi
     else:
         left_out += sorted(head_src)
     # Every shape is known to fit: now copy.
-    encoder.load_state_dict({icefall_encoder_key_to_ours(k): v for k, v in enc_src.items()
-                             if icefall_encoder_key_to_ours(k) is not None}, strict=True)
+    enc_load = {icefall_encoder_key_to_ours(k): v for k, v in enc_src.items() if icefall_encoder_key_to_ours(k)}
+    encoder.load_state_dict(enc_load, strict=True)  # icefall's unused per-layer bypass_scale are not in it
     if head_load:
         # The shapes were checked; only a model-side CTC branch the checkpoint lacks may stay unloaded.
         missing, unexpected = getattr(model, "asr_head").load_state_dict(head_load, strict=False)
         assert not unexpected and all(k.startswith("ctc_output.") for k in missing), (missing, unexpected)
-    counts = {"encoder": len(enc_src), "asr_head": len(head_load)}
+    counts = {"encoder": len(enc_load), "asr_head": len(head_load)}
     if left_out:
         logger.info(f"{ckpt.path}: {len(left_out)} tensors not loaded (parts={parts}), e.g. {left_out[:3]}")
     logger.info(f"loaded icefall weights from {ckpt.path}: {counts}")

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
-from mt2kd_lib.models.encoder_presets import PRESETS, ZipformerConfig, build_encoder
+from mt2kd_lib.models.encoder_presets import PRESETS, ZipformerConfig, build_encoder, get_config
 
 # icefall AsrModel prefixes of the transducer / CTC head; ours has them under ``asr_head.``.
 HEAD_PREFIXES = ("decoder.", "joiner.", "simple_am_proj.", "simple_lm_proj.", "ctc_output.")
@@ -219,8 +219,6 @@ def infer_encoder_config(found: Shapes, params: Optional[Mapping[str, Any]] = No
                          preset: Any = None) -> Tuple[ZipformerConfig, str]:
     """(config, where it came from): the preset/config given > the checkpoint's params > the one preset with
     these shapes > the shapes themselves. The result is not yet checked against ``found`` (the caller does)."""
-    from mt2kd_lib.models.encoder_presets import get_config
-
     if preset is not None:
         return get_config(preset), f"given ({preset if isinstance(preset, str) else 'config'})"
     cfg = config_from_params(params or {})
