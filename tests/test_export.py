@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -314,7 +314,7 @@ def test_sherpa_onnx_audio_tagging_matches_ours(exported: Dict, sherpa_results: 
             probs = torch.sigmoid(model.at_logits(feats[None], torch.tensor([feats.shape[0]])))[0].numpy()
         res = sherpa_results["sherpa"][key]
         assert res["labels"] == CLASS_NAMES
-        assert float(np.std(probs)) > 0.01  # not a constant output
+        assert ((probs > 0.05) & (probs < 0.95)).any(), probs  # not all saturated: the tolerance means something
         np.testing.assert_allclose(np.array(res["probs"]), probs, atol=SHERPA_TOL, rtol=0, err_msg=key)
 
 

@@ -327,6 +327,13 @@ def export_tagger(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPSE
     if not _copied:
         model = _eval_copy(model)
     path = Path(path)
+    labels_file = None
+    if class_labels is not None:  # first: a wrong label file fails before the slow export
+        class_labels = Path(class_labels)
+        if not class_labels.is_file():
+            raise FileNotFoundError(f"export_tagger: no class labels file {class_labels}")
+        labels_file = write_sherpa_class_labels(class_labels, path.parent / "class_labels_indices.csv",
+                                                model.at_head.num_classes)
     max_t50 = extend_positional_encodings(model.encoder, max_seconds)
     x, x_lens = example_features(model.encoder)
     files = {"tagger": _export(
@@ -336,12 +343,8 @@ def export_tagger(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPSE
          "num_event_classes": str(model.at_head.num_classes), "feature_dim": str(model.encoder.feature_dim),
          "max_input_frames": str(2 * max_t50 + 7),
          "comment": "mt2kd student AT head: sigmoid of clip logits (multi-label)"})}
-    if class_labels is not None:
-        class_labels = Path(class_labels)
-        if not class_labels.is_file():
-            raise FileNotFoundError(f"export_tagger: no class labels file {class_labels}")
-        files["class_labels"] = write_sherpa_class_labels(class_labels, path.parent / "class_labels_indices.csv",
-                                                          model.at_head.num_classes)
+    if labels_file is not None:
+        files["class_labels"] = labels_file
     return files
 
 
