@@ -9,7 +9,8 @@ Writes into ``--out-dir`` (see mt2kd_lib/export/onnx_export.py for the exact inp
             ``sherpa-onnx-offline --encoder=encoder.onnx --decoder=decoder.onnx --joiner=joiner.onnx
             --tokens=tokens.txt a.wav``)
   AT head:  tagger.onnx (+ class_labels_indices.csv with --manifest-dir; sherpa-onnx zipformer audio tagging layout)
-  SV head:  speaker.onnx (fbank -> embedding)
+  SV head:  speaker.onnx (fbank -> embedding; sherpa-onnx speaker embedding extractor layout)
+README.md ("Deploying with sherpa-onnx") shows the sherpa-onnx Python calls for each.
 The weights are the average of epoch-(epoch-avg+1).pt .. epoch-<epoch>.pt (the last epoch when --epoch is omitted).
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mt2kd_lib.data.contract import class_labels_path  # noqa: E402
 from mt2kd_lib.evaluation.evaluate import load_averaged_model  # noqa: E402
 from mt2kd_lib.export.onnx_export import (  # noqa: E402
+    DEFAULT_LANGUAGE,
     DEFAULT_MAX_SECONDS,
     DEFAULT_OPSET,
     SUPPORTED_OPSETS,
@@ -46,6 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, choices=list(SUPPORTED_OPSETS))
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                    help="longest input the exported encoder accepts (its position table is sized for it)")
+    p.add_argument("--language", default=DEFAULT_LANGUAGE, help="speaker.onnx metadata (sherpa-onnx requires one)")
     return p
 
 
@@ -72,7 +75,7 @@ def main() -> None:
             labels = None
 
     files = export_model(model, out_dir, tokens=tokens, class_labels=labels, opset=args.opset,
-                         max_seconds=args.max_seconds)
+                         max_seconds=args.max_seconds, language=args.language)
     sizes = file_sizes(files)
     print(f"exported {len(files)} file(s) to {out_dir}:")
     for name, path in files.items():

@@ -1,25 +1,32 @@
 """ONNX export (run.sh stage 11): local/export.py on a tiny all-heads student; onnxruntime outputs vs torch; and,
-when sherpa-onnx is installed, sherpa-onnx's offline transducer and audio tagging on the exported files.
+when sherpa-onnx is installed, sherpa-onnx's own Python API (offline transducer, audio tagging, speaker embedding
+extractor) on the exported files and wav files vs our pipeline (our fbank extractor + the torch model).
 
 The tiny model is random, with its joiner's ``encoder_proj`` scaled up (x30) and ``output_linear`` bias zeroed so
 that greedy decoding is not degenerate (an untrained transducer otherwise repeats one token on every frame): the
 decoded sequence then depends on every frame of the encoder output, the decoder state and the joiner.
 """
 
+import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import yaml
 
+from mt2kd_lib.data.contract import read_class_labels_file
+from mt2kd_lib.data.features import make_fbank_extractor
 from mt2kd_lib.decoding.greedy_search import greedy_search_batch
 from mt2kd_lib.evaluation.evaluate import load_averaged_model
-from mt2kd_lib.export.onnx_export import export_model, export_transducer
+from mt2kd_lib.export.onnx_export import export_model, export_tagger, export_transducer
+from mt2kd_lib.export.sherpa_layout import sherpa_label_lines, write_sherpa_class_labels
 from mt2kd_lib.models.factory import build_student
 from mt2kd_lib.models.student import StudentModel
 from mt2kd_lib.training.checkpoint import save_checkpoint
@@ -31,7 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 VOCAB = 24
 NUM_CLASSES = 5
 TOL = 1e-3
+SHERPA_TOL = 1e-4  # sherpa-onnx (its own fbank + onnxruntime) vs our fbank + torch
 SR = 16000
+# AudioSet-like names; one with a comma, which sherpa-onnx only reads when quoted
+CLASS_NAMES = ["Speech", "Bell, ringing"] + [f"Event {i}" for i in range(2, NUM_CLASSES)]
 # icefall's special symbols first (blank 0, unk 2), then word-initial and word-internal pieces
 SYMBOLS = ["<blk>", "<sos/eos>", "<unk>"] + [f"▁w{i}" if i % 2 else f"p{i}" for i in range(3, VOCAB)]
 
@@ -59,7 +69,7 @@ def _tiny_model(seed: int) -> StudentModel:
     with torch.no_grad():
         model.asr_head.joiner.encoder_proj.weight.mul_(30.0)
         model.asr_head.joiner.output_linear.bias.zero_()
-        model.at_head.proj.weight.mul_(10.0)  # spread the AT probabilities away from 0.5
+        model.at_head.proj.weight.mul_(2.0)  # spread the AT probabilities away from 0.5, without saturating them
     return model
 
 
@@ -78,8 +88,10 @@ def exported(tmp_path_factory) -> Dict:
     lang_dir.mkdir()
     manifest_dir.mkdir()
     (lang_dir / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(SYMBOLS)))
-    (manifest_dir / "class_labels_indices.csv").write_text(
-        "index,mid,display_name\n" + "".join(f'{i},/m/{i:04d},"Event {i}"\n' for i in range(NUM_CLASSES)))
+    with open(manifest_dir / "class_labels_indices.csv", "w", newline="") as f:  # as egs/mini's prepare writes it
+        w = csv.writer(f)
+        w.writerow(["index", "mid", "display_name"])
+        w.writerows([i, f"/m/{i:04d}", name] for i, name in enumerate(CLASS_NAMES))
     model = _tiny_model(0)
     save_checkpoint(exp_dir / "epoch-1.pt", model, model_config=_config())
     with torch.no_grad():
@@ -123,7 +135,21 @@ def test_cli_writes_every_head_with_sizes_and_metadata(exported: Dict) -> None:
     assert dec == {"context_size": str(head.context_size), "vocab_size": str(VOCAB)}
     assert join == {"joiner_dim": str(head.joiner.output_linear.in_features)}
     assert _meta(out / "tagger.onnx")["num_event_classes"] == str(NUM_CLASSES)
-    assert _meta(out / "speaker.onnx")["output_dim"] == str(model.sv_head.emb_dim)
+    # sherpa-onnx reads the number of classes from the tagger's static output shape
+    probs_dims = onnx.load(str(out / "tagger.onnx")).graph.output[0].type.tensor_type.shape.dim
+    assert probs_dims[1].dim_value == NUM_CLASSES
+    spk = onnx.load(str(out / "speaker.onnx"))
+    assert [i.name for i in spk.graph.input] == ["x"]  # sherpa-onnx feeds the fbank only
+    meta = _meta(out / "speaker.onnx")
+    assert {k: meta[k] for k in ("framework", "output_dim", "sample_rate", "normalize_samples", "language")} == {
+        "framework": "wespeaker", "output_dim": str(model.sv_head.emb_dim), "sample_rate": str(SR),
+        "normalize_samples": "1", "language": "unknown"}
+    assert "feature_normalize_type" not in meta  # our fbank is not mean-normalised
+    # AudioSet's quoting (what sherpa-onnx parses), and still the same rows for a csv reader
+    lines = (out / "class_labels_indices.csv").read_text().splitlines()
+    assert lines[0] == "index,mid,display_name" and lines[2] == '1,/m/0001,"Bell, ringing"'
+    assert read_class_labels_file(out / "class_labels_indices.csv") == read_class_labels_file(
+        exported["manifests"] / "class_labels_indices.csv")
     for name in ["encoder", "decoder", "joiner", "tagger", "speaker"]:
         m = onnx.load(str(out / f"{name}.onnx"))
         assert 13 <= m.opset_import[0].version <= 17
@@ -157,8 +183,14 @@ def test_fbank_models_match_torch(exported: Dict, shape) -> None:
     (p,) = _session(exported["out"] / "tagger.onnx").run(None, feeds)
     np.testing.assert_allclose(p, probs.numpy(), atol=TOL, rtol=0)
     assert p.shape == (n, NUM_CLASSES) and float(p.std()) > 0.01  # not a constant output
-    (e,) = _session(exported["out"] / "speaker.onnx").run(None, feeds)
-    np.testing.assert_allclose(e, emb.numpy(), atol=TOL, rtol=0)
+    speaker = _session(exported["out"] / "speaker.onnx")
+    for i in range(n):  # one unpadded utterance per call, as sherpa-onnx runs it
+        (e,) = speaker.run(None, {"x": x[i:i + 1, :lens[i]].numpy()})
+        np.testing.assert_allclose(e[0], emb[i].numpy(), atol=TOL, rtol=0)
+    (e,) = speaker.run(None, {"x": x[:, :lens[-1]].numpy()})  # a batch of equal lengths
+    with torch.no_grad():
+        ref = model.sv_embeddings(x[:, :lens[-1]], torch.full((n,), lens[-1]))
+    np.testing.assert_allclose(e, ref.numpy(), atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("n", [1, 7])
@@ -193,83 +225,107 @@ def test_bad_export_requests_raise(exported: Dict, tmp_path: Path) -> None:
         export_model(model, tmp_path, exported["lang"] / "tokens.txt", opset=11)
 
 
+# ------------------------------------------------------------------------------------------------ label file
+
+
+def test_sherpa_label_lines_quote_names_and_refuse_what_sherpa_cannot_read(tmp_path: Path) -> None:
+    rows = [(0, "/m/09x0r", "Speech"), (1, "/m/05zppz", "Male speech, man speaking")]
+    assert sherpa_label_lines(rows) == ["index,mid,display_name", '0,/m/09x0r,"Speech"',
+                                        '1,/m/05zppz,"Male speech, man speaking"']
+    with pytest.raises(ValueError, match="mid"):
+        sherpa_label_lines([(0, "/m/a,b", "x")])
+    with pytest.raises(ValueError, match="class 0"):
+        sherpa_label_lines([(0, "/m/a", 'say "hi"')])
+    src = tmp_path / "labels.csv"
+    src.write_text("index,mid,display_name\n0,/m/a,speech\n1,/m/b,music\n")
+    with pytest.raises(ValueError, match="2 classes.*3"):
+        write_sherpa_class_labels(src, tmp_path / "out.csv", 3)
+
+
+def test_tagger_export_refuses_a_label_file_of_the_wrong_size(exported: Dict, tmp_path: Path) -> None:
+    labels = tmp_path / "class_labels_indices.csv"
+    labels.write_text("index,mid,display_name\n0,/m/a,speech\n")
+    with pytest.raises(ValueError, match=f"1 classes, but the model's AT head has {NUM_CLASSES}"):
+        export_tagger(exported["model"], tmp_path / "onnx" / "tagger.onnx", class_labels=labels, max_seconds=2)
+
+
 # ------------------------------------------------------------------------------------------------ sherpa-onnx
 
 
-def _test_waveform() -> np.ndarray:
-    """1.5 s of 100 ms segments: tones of changing pitch, quiet gaps, noise bursts."""
-    rng = np.random.default_rng(0)
+def _test_waveform(seconds: float, seed: int) -> np.ndarray:
+    """100 ms segments: tones of changing pitch, quiet gaps, noise bursts (never digital silence)."""
+    rng = np.random.default_rng(seed)
     t = np.arange(int(0.1 * SR)) / SR
     segs = []
-    for k in range(15):
-        f = 150 * (k % 7 + 1) * (1 + k % 3)
+    for k in range(int(round(seconds / 0.1))):
+        f = 150 * ((k + seed) % 7 + 1) * (1 + k % 3)
         segs.append((0.5 if k % 4 else 0.05) * np.sin(2 * np.pi * f * t)
                     + (0.3 if k % 5 == 2 else 0.01) * rng.standard_normal(t.size))
     return np.concatenate(segs).astype(np.float32)
 
 
-def _kaldi_fbank(wav: np.ndarray) -> torch.Tensor:
-    """The fbank sherpa-onnx computes: 80 bins, 25/10 ms, no dither, snip_edges false, high_freq -400."""
-    knf = pytest.importorskip("kaldi_native_fbank")
-    opts = knf.FbankOptions()
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.snip_edges = False
-    opts.frame_opts.samp_freq = SR
-    opts.mel_opts.num_bins = 80
-    opts.mel_opts.high_freq = -400
-    fb = knf.OnlineFbank(opts)
-    fb.accept_waveform(SR, wav.tolist())
-    fb.input_finished()
-    return torch.tensor(np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)]))
+@pytest.fixture(scope="module")
+def sherpa_results(exported: Dict, tmp_path_factory) -> Dict:
+    """tools/sherpa_onnx_run.py (sherpa-onnx's Python API, in a subprocess: sherpa-onnx ends the process when it
+    refuses a file) on two wav files, and our pipeline's fbank of the same files."""
+    pytest.importorskip("sherpa_onnx")
+    root = tmp_path_factory.mktemp("sherpa")
+    wavs = {}
+    for seconds, seed in [(1.5, 0), (3.2, 1)]:
+        path = root / f"utt{seed}.wav"
+        sf.write(str(path), _test_waveform(seconds, seed), SR, subtype="PCM_16")
+        wavs[str(path)] = path
+    cmd = [sys.executable, str(REPO / "tools/sherpa_onnx_run.py"), str(exported["out"]), *wavs,
+           "--out", str(root / "sherpa.json")]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    sherpa = json.loads((root / "sherpa.json").read_text())
+    assert sorted(sherpa) == sorted(wavs)
+    extractor = make_fbank_extractor()  # what run.sh stage 2 computes (before lilcom storage)
+    ours = {}
+    for key, path in wavs.items():
+        samples, sr = sf.read(str(path), dtype="float32")
+        ours[key] = torch.from_numpy(np.asarray(extractor.extract(samples, sr), dtype=np.float32))
+    return {"sherpa": sherpa, "fbank": ours}
 
 
-def test_sherpa_onnx_transducer_matches_our_greedy_search(exported: Dict) -> None:
-    """sherpa-onnx greedy search on the waveform == our greedy search on the same (kaldi) fbank.
+def test_sherpa_onnx_transducer_matches_our_greedy_search(exported: Dict, sherpa_results: Dict) -> None:
+    """sherpa-onnx greedy search on the wav == our greedy search on our fbank of it.
 
     sherpa-onnx never emits <unk> (and does not feed it to the decoder), i.e. our ``unk_id`` option.
     """
-    sherpa_onnx = pytest.importorskip("sherpa_onnx")
-    out: Path = exported["out"]
-    rec = sherpa_onnx.OfflineRecognizer.from_transducer(
-        encoder=str(out / "encoder.onnx"), decoder=str(out / "decoder.onnx"), joiner=str(out / "joiner.onnx"),
-        tokens=str(out / "tokens.txt"), num_threads=1, sample_rate=SR, feature_dim=80,
-        decoding_method="greedy_search")
-    wav = _test_waveform()
-    stream = rec.create_stream()
-    stream.accept_waveform(SR, wav)
-    rec.decode_stream(stream)
-    sherpa_tokens: List[str] = list(stream.result.tokens)
-
     model: StudentModel = exported["model"]
-    feats = _kaldi_fbank(wav)
-    with torch.no_grad():
-        enc, enc_lens = model.asr_encoder_out(feats[None], torch.tensor([feats.shape[0]]))
-        ours = greedy_search_batch(model.asr_head, enc, enc_lens, unk_id=SYMBOLS.index("<unk>"))[0]
-    ours_tokens = [SYMBOLS[i].replace("▁", " ") for i in ours]  # sherpa shows the word-boundary mark as a space
-    assert len(set(ours)) >= 3, f"degenerate test model output {ours}"  # the comparison must mean something
-    assert sherpa_tokens == ours_tokens
-    assert stream.result.text.strip() == "".join(ours_tokens).strip()
+    for key, feats in sherpa_results["fbank"].items():
+        with torch.no_grad():
+            enc, enc_lens = model.asr_encoder_out(feats[None], torch.tensor([feats.shape[0]]))
+            ours = greedy_search_batch(model.asr_head, enc, enc_lens, unk_id=SYMBOLS.index("<unk>"))[0]
+        ours_tokens = [SYMBOLS[i].replace("▁", " ") for i in ours]  # sherpa shows the word-boundary mark as a space
+        assert len(set(ours)) >= 3, f"degenerate test model output {ours}"  # the comparison must mean something
+        res = sherpa_results["sherpa"][key]
+        assert res["tokens"] == ours_tokens, key
+        assert res["text"].strip() == "".join(ours_tokens).strip()
 
 
-def test_sherpa_onnx_audio_tagging_matches_torch(exported: Dict) -> None:
-    sherpa_onnx = pytest.importorskip("sherpa_onnx")
-    out: Path = exported["out"]
-    config = sherpa_onnx.AudioTaggingConfig(
-        model=sherpa_onnx.AudioTaggingModelConfig(
-            zipformer=sherpa_onnx.OfflineZipformerAudioTaggingModelConfig(model=str(out / "tagger.onnx")),
-            num_threads=1),
-        labels=str(out / "class_labels_indices.csv"), top_k=NUM_CLASSES)
-    tagger = sherpa_onnx.AudioTagging(config)
-    wav = _test_waveform()
-    stream = tagger.create_stream()
-    stream.accept_waveform(SR, wav)
-    events = tagger.compute(stream)
-
+def test_sherpa_onnx_audio_tagging_matches_ours(exported: Dict, sherpa_results: Dict) -> None:
     model: StudentModel = exported["model"]
-    feats = _kaldi_fbank(wav)
-    with torch.no_grad():
-        probs = torch.sigmoid(model.at_logits(feats[None], torch.tensor([feats.shape[0]])))[0].numpy()
-    assert len(events) == NUM_CLASSES
-    for ev in events:
-        assert ev.name == f"Event {ev.index}"
-        assert abs(ev.prob - probs[ev.index]) < TOL, (ev.index, ev.prob, probs[ev.index])
+    for key, feats in sherpa_results["fbank"].items():
+        with torch.no_grad():
+            probs = torch.sigmoid(model.at_logits(feats[None], torch.tensor([feats.shape[0]])))[0].numpy()
+        res = sherpa_results["sherpa"][key]
+        assert res["labels"] == CLASS_NAMES
+        assert ((probs > 0.05) & (probs < 0.95)).any(), probs  # not all saturated: the tolerance means something
+        np.testing.assert_allclose(np.array(res["probs"]), probs, atol=SHERPA_TOL, rtol=0, err_msg=key)
+
+
+def test_sherpa_onnx_speaker_embedding_matches_ours(exported: Dict, sherpa_results: Dict) -> None:
+    model: StudentModel = exported["model"]
+    embs = []
+    for key, feats in sherpa_results["fbank"].items():
+        with torch.no_grad():
+            emb = model.sv_embeddings(feats[None], torch.tensor([feats.shape[0]]))[0].numpy()
+        res = np.array(sherpa_results["sherpa"][key]["embedding"])
+        assert res.shape == emb.shape == (model.sv_head.emb_dim,)
+        np.testing.assert_allclose(res, emb, atol=SHERPA_TOL, rtol=0, err_msg=key)
+        embs.append(emb)
+    assert np.abs(embs[0] - embs[1]).max() > 10 * SHERPA_TOL  # the two utterances give different embeddings

@@ -1,10 +1,21 @@
 """The whole MT2KD pipeline (teachers, dump, KD, fine-tuning, baselines, evaluation, report) on the tiny corpus."""
 
 import json
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet
 
-from conftest import run_pipeline
+from conftest import REPO, run_pipeline
+from mt2kd_lib.data.contract import read_class_labels
+from mt2kd_lib.data.features import make_fbank_extractor
+from mt2kd_lib.decoding.greedy_search import greedy_search_batch
+from mt2kd_lib.evaluation.evaluate import load_averaged_model
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +87,42 @@ def test_export_stage_wrote_sherpa_onnx_files(e2e):
     onnx = exp / "mt2kd" / "onnx"
     for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt", "tagger.onnx", "speaker.onnx"):
         assert (onnx / name).stat().st_size > 0, name
+
+
+def test_sherpa_onnx_runs_the_exported_student_like_ours(e2e, tiny_recipe, tmp_path):
+    """sherpa-onnx's Python API on stage 11's files (egs/mini's own label file) and test clips of each task ==
+    our pipeline (our fbank + the trained torch model): transcripts, and probabilities / embeddings within 1e-4."""
+    pytest.importorskip("sherpa_onnx")
+    exp, _ = e2e
+    manifests = tiny_recipe["data"] / "manifests"
+    wavs = {}
+    for task, split in (("asr", "test"), ("at", "eval"), ("sv", "test")):
+        for cut in CutSet.from_file(manifests / f"{task}_cuts_{split}.jsonl.gz").subset(first=1):
+            path = tmp_path / f"{task}.wav"
+            sf.write(str(path), cut.load_audio()[0], cut.sampling_rate, subtype="FLOAT")  # the exact samples
+            wavs[str(path)] = path
+    out = tmp_path / "sherpa.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tools/sherpa_onnx_run.py"), str(exp / "mt2kd" / "onnx"),
+                           *wavs, "--out", str(out)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    sherpa = json.loads(out.read_text())
+
+    model = load_averaged_model(exp / "mt2kd", None, 1)  # what stage 11 exported (config_tiny: avg=1)
+    symbols = [line.split()[0] for line in (exp / "mt2kd" / "onnx" / "tokens.txt").read_text().splitlines()]
+    names = [r[2] for r in read_class_labels(manifests)]
+    extractor = make_fbank_extractor()
+    for key, path in wavs.items():
+        samples, sr = sf.read(str(path), dtype="float32")
+        x = torch.from_numpy(np.asarray(extractor.extract(samples, sr), dtype=np.float32))[None]
+        x_lens = torch.tensor([x.shape[1]])
+        with torch.no_grad():
+            probs = torch.sigmoid(model.at_logits(x, x_lens))[0].numpy()
+            emb = model.sv_embeddings(x, x_lens)[0].numpy()
+            enc, enc_lens = model.asr_encoder_out(x, x_lens)
+            hyp = greedy_search_batch(model.asr_head, enc, enc_lens, unk_id=symbols.index("<unk>"))[0]
+        res = sherpa[key]
+        assert res["tokens"] == [symbols[i].replace("\u2581", " ") for i in hyp], key
+        assert res["labels"] == names
+        np.testing.assert_allclose(res["probs"], probs, atol=1e-4, rtol=0, err_msg=key)
+        np.testing.assert_allclose(res["embedding"], emb, atol=1e-4, rtol=0, err_msg=key)

@@ -89,7 +89,11 @@ def all_splits(index: dict) -> List[Tuple[str, str]]:
 
 def read_class_labels(manifest_dir: Path) -> List[Tuple[int, str, str]]:
     """Rows ``(index, mid, display_name)`` of class_labels_indices.csv, checked to be 0..K-1 in order."""
-    path = class_labels_path(manifest_dir)
+    return read_class_labels_file(class_labels_path(manifest_dir))
+
+
+def read_class_labels_file(path: Path) -> List[Tuple[int, str, str]]:
+    """:func:`read_class_labels` for a csv at any path (e.g. one copied next to an exported model)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != ["index", "mid", "display_name"]:

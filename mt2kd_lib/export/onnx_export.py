@@ -9,8 +9,14 @@ Files written (each with dynamic batch ``N`` and time ``T`` axes, TorchScript-ba
 * ``joiner.onnx``: ``encoder_out`` (N, joiner_dim), ``decoder_out`` (N, joiner_dim) -> ``logit`` (N, vocab_size).
 * ``tokens.txt``: copied from the lang dir (``<symbol> <id>`` per line).
 * ``tagger.onnx``: ``x``, ``x_lens`` -> ``probs`` (N, num_classes) = sigmoid of the AT clip logits (the layout of
-  sherpa-onnx's zipformer audio tagging; ``class_labels_indices.csv`` is copied beside it when given).
-* ``speaker.onnx``: ``x``, ``x_lens`` -> ``embedding`` (N, emb_dim), the SV head's (un-normalised) embedding.
+  sherpa-onnx's zipformer audio tagging; ``class_labels_indices.csv`` is written beside it, when given, in the
+  quoting sherpa-onnx parses).
+* ``speaker.onnx``: ``x`` (N, T, 80) -> ``embedding`` (N, emb_dim), the SV head's (un-normalised) embedding of the
+  whole input (no length input: sherpa-onnx's speaker extractor feeds one unpadded utterance); metadata of
+  sherpa-onnx's generic (wespeaker) speaker extractor.
+
+What sherpa-onnx requires of each file, and why our fbank needs no scaling or normalisation metadata, is in
+:mod:`mt2kd_lib.export.sherpa_layout`.
 
 sherpa-onnx reads ``vocab_size`` and ``context_size`` from the decoder's metadata and assumes blank id 0; the encoder
 carries ``model_type=zipformer2`` etc. and the joiner ``joiner_dim`` (icefall's metadata set).
@@ -39,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from mt2kd_lib.export.sherpa_layout import speaker_metadata, write_sherpa_class_labels
 from mt2kd_lib.models.student import StudentModel
 from mt2kd_lib.models.transducer.decoder import Decoder
 from mt2kd_lib.models.transducer.joiner import Joiner
@@ -49,6 +56,7 @@ SUPPORTED_OPSETS = range(13, 18)
 FRAME_SHIFT_S = 0.01  # fbank frames are 10 ms apart
 DEFAULT_MAX_SECONDS = 120.0
 SAMPLE_RATE = 16000
+DEFAULT_LANGUAGE = "unknown"  # sherpa-onnx's speaker metadata needs a non-empty language
 
 PathLike = Union[str, Path]
 
@@ -174,14 +182,16 @@ class OnnxTagger(nn.Module):
 
 
 class OnnxSpeaker(nn.Module):
-    """fbank -> SV speaker embedding."""
+    """fbank of whole utterances -> SV speaker embedding (sherpa-onnx passes no lengths)."""
 
     def __init__(self, model: StudentModel) -> None:
         super().__init__()
         self.model = model
         self.pad_frames = min_input_frames(model.encoder)
 
-    def forward(self, x: Tensor, x_lens: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
+        # every frame is valid; computed from x's data so the length stays dynamic in the trace
+        x_lens = torch.ones_like(x[:, :, 0], dtype=torch.int64).sum(dim=1)
         return self.model.sv_embeddings(_pad_time(x, self.pad_frames), x_lens)
 
 
@@ -308,12 +318,22 @@ def export_transducer(model: StudentModel, out_dir: PathLike, tokens: PathLike, 
 def export_tagger(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPSET,
                   max_seconds: float = DEFAULT_MAX_SECONDS, class_labels: Optional[PathLike] = None,
                   _copied: bool = False) -> Dict[str, Path]:
-    """Write tagger.onnx (fbank -> class probabilities) and, when given, class_labels_indices.csv beside it."""
+    """Write tagger.onnx (fbank -> class probabilities) and, when given, class_labels_indices.csv beside it.
+
+    ``class_labels`` is our manifest's csv; it is rewritten in the quoting sherpa-onnx's label parser needs.
+    """
     if model.at_head is None:
         raise RuntimeError("export_tagger: the model has no AT head")
     if not _copied:
         model = _eval_copy(model)
     path = Path(path)
+    labels_file = None
+    if class_labels is not None:  # first: a wrong label file fails before the slow export
+        class_labels = Path(class_labels)
+        if not class_labels.is_file():
+            raise FileNotFoundError(f"export_tagger: no class labels file {class_labels}")
+        labels_file = write_sherpa_class_labels(class_labels, path.parent / "class_labels_indices.csv",
+                                                model.at_head.num_classes)
     max_t50 = extend_positional_encodings(model.encoder, max_seconds)
     x, x_lens = example_features(model.encoder)
     files = {"tagger": _export(
@@ -323,40 +343,42 @@ def export_tagger(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPSE
          "num_event_classes": str(model.at_head.num_classes), "feature_dim": str(model.encoder.feature_dim),
          "max_input_frames": str(2 * max_t50 + 7),
          "comment": "mt2kd student AT head: sigmoid of clip logits (multi-label)"})}
-    if class_labels is not None:
-        class_labels = Path(class_labels)
-        if not class_labels.is_file():
-            raise FileNotFoundError(f"export_tagger: no class labels file {class_labels}")
-        files["class_labels"] = _copy_file(class_labels, path.parent / "class_labels_indices.csv")
+    if labels_file is not None:
+        files["class_labels"] = labels_file
     return files
 
 
 def export_speaker(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPSET,
-                   max_seconds: float = DEFAULT_MAX_SECONDS, _copied: bool = False) -> Dict[str, Path]:
-    """Write speaker.onnx (fbank -> speaker embedding; score pairs by cosine similarity)."""
+                   max_seconds: float = DEFAULT_MAX_SECONDS, language: str = DEFAULT_LANGUAGE,
+                   _copied: bool = False) -> Dict[str, Path]:
+    """Write speaker.onnx (fbank of one utterance -> speaker embedding; score pairs by cosine similarity).
+
+    ``language`` only fills the metadata field sherpa-onnx insists on.
+    """
     if model.sv_head is None:
         raise RuntimeError("export_speaker: the model has no SV head")
     if not _copied:
         model = _eval_copy(model)
     path = Path(path)
     max_t50 = extend_positional_encodings(model.encoder, max_seconds)
-    x, x_lens = example_features(model.encoder)
+    x, _ = example_features(model.encoder)  # batch of 2: no shape specialised to 1
     return {"speaker": _export(
-        OnnxSpeaker(model).eval(), (x, x_lens), path, ["x", "x_lens"], ["embedding"],
-        {**_FBANK_AXES, "embedding": {0: "N"}}, opset,
-        {"model_type": "zipformer2-speaker", "version": "1", "model_author": "mt2kd", "framework": "mt2kd",
-         "output_dim": str(model.sv_head.emb_dim), "feature_dim": str(model.encoder.feature_dim),
-         "sample_rate": str(SAMPLE_RATE), "normalize_samples": "1", "max_input_frames": str(2 * max_t50 + 7),
+        OnnxSpeaker(model).eval(), (x,), path, ["x"], ["embedding"],
+        {"x": {0: "N", 1: "T"}, "embedding": {0: "N"}}, opset,
+        {**speaker_metadata(model.sv_head.emb_dim, SAMPLE_RATE, language),
+         "model_type": "zipformer2-speaker", "version": "1", "model_author": "mt2kd",
+         "feature_dim": str(model.encoder.feature_dim), "max_input_frames": str(2 * max_t50 + 7),
          "comment": "mt2kd student SV head embedding (not L2-normalised; score by cosine)"})}
 
 
 def export_model(model: StudentModel, out_dir: PathLike, tokens: Optional[PathLike] = None,
                  class_labels: Optional[PathLike] = None, opset: int = DEFAULT_OPSET,
-                 max_seconds: float = DEFAULT_MAX_SECONDS) -> Dict[str, Path]:
+                 max_seconds: float = DEFAULT_MAX_SECONDS, language: str = DEFAULT_LANGUAGE) -> Dict[str, Path]:
     """Export every head the model has into ``out_dir``; returns ``name -> path`` of the files written.
 
     ``tokens`` (tokens.txt) is required when the model has an ASR head; ``class_labels``
-    (class_labels_indices.csv) is optional and only copied for the AT head.
+    (class_labels_indices.csv) is optional and only written for the AT head; ``language`` goes into the speaker
+    model's metadata.
     """
     _check_opset(opset)
     if model.asr_head is not None and tokens is None:
@@ -370,7 +392,7 @@ def export_model(model: StudentModel, out_dir: PathLike, tokens: Optional[PathLi
     if model.at_head is not None:
         files.update(export_tagger(model, out_dir / "tagger.onnx", opset, max_seconds, class_labels, _copied=True))
     if model.sv_head is not None:
-        files.update(export_speaker(model, out_dir / "speaker.onnx", opset, max_seconds, _copied=True))
+        files.update(export_speaker(model, out_dir / "speaker.onnx", opset, max_seconds, language, _copied=True))
     return files
 
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Run the exported heads in an ONNX dir with sherpa-onnx's Python API on wav files; print one JSON object.
+
+  python tools/sherpa_onnx_run.py exp/mini/mt2kd/onnx a.wav b.wav [--out result.json]
+
+Output: ``{"<wav>": {"text", "tokens", "probs", "labels", "embedding"}}`` for the heads whose files exist
+(see mt2kd_lib/export/sherpa_run.py). A file sherpa-onnx refuses ends this process with its message.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mt2kd_lib.export.sherpa_run import run_heads  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx_dir", type=Path)
+    p.add_argument("wavs", type=Path, nargs="+")
+    p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="write the JSON here instead of stdout")
+    args = p.parse_args()
+    waves = {}
+    for wav in args.wavs:
+        samples, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        waves[str(wav)] = (samples[:, 0], sr)
+    text = json.dumps(run_heads(args.onnx_dir, waves, args.num_threads), ensure_ascii=False)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
