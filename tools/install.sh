@@ -33,9 +33,9 @@ say() { echo "[install $(date '+%H:%M:%S')] $*"; }
 did=()
 
 # ---- system packages ---------------------------------------------------------------------------
-apt_pkgs=(espeak-ng sox flite)
+apt_pkgs=(espeak-ng sox flite ffmpeg)  # ffmpeg: VoxCeleb2 m4a (mt2kd_lib/data/corpora/scan.py)
 missing=()
-for p in espeak-ng sox flite; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in espeak-ng sox flite ffmpeg; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if $use_apt && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     say "apt-get install ${apt_pkgs[*]} (missing: ${missing[*]})"

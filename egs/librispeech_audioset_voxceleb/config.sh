@@ -16,10 +16,10 @@ musan_dir=${musan_dir:-$dl_dir/musan}                       # holds musan/{music
 # for SV training). A part that is not listed need not be on disk; a listed part that is missing stops stage 1
 # before anything is written. E.g. librispeech_train_parts=train-clean-100 librispeech_dev_parts=dev-clean.
 librispeech_train_parts=${librispeech_train_parts:-train-clean-100,train-clean-360,train-other-500}
-librispeech_dev_parts=${librispeech_dev_parts:-dev-clean,dev-other}
-librispeech_test_parts=${librispeech_test_parts:-test-clean,test-other}
+librispeech_dev_parts=${librispeech_dev_parts-dev-clean,dev-other}
+librispeech_test_parts=${librispeech_test_parts-test-clean,test-other}
 audioset_train_parts=${audioset_train_parts:-balanced,unbalanced}    # balanced: AT train = balanced only
-audioset_eval_parts=${audioset_eval_parts:-eval}
+audioset_eval_parts=${audioset_eval_parts-eval}                # dev/test/eval lists may be set empty: none
 voxceleb1_parts=${voxceleb1_parts:-dev,test}                # test: O trials; dev: E/H trials (VoxCeleb1 sets)
 voxceleb2_parts=${voxceleb2_parts:-dev}                     # dev,test: train on every VoxCeleb2 speaker
 musan_parts=${musan_parts:-music,noise,speech}

@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$manifest_dir" ] || { echo "prepare.sh: --manifest-dir is required" >&2; exit 1; }
 
+recipe=${recipe:-$here}  # config.sh names files relative to the recipe (run.sh sets it; standalone: this folder)
 # shellcheck source=config.sh
 . "$here/config.sh"
 python=${MT2KD_PYTHON:-}
