@@ -6,7 +6,8 @@
 # Creates a virtualenv (default ./.venv, or $MT2KD_VENV), installs torch (an existing torch is kept),
 # requirements.txt, and builds fast_rnnt (and optionally kaldifeat) from their PyPI sdists with a wheel
 # cache ($MT2KD_CACHE, default ~/.cache/mt2kd) so that a re-install takes seconds.
-# System packages espeak-ng, sox and flite (used to synthesise egs/mini) come from apt when it is usable.
+# System packages espeak-ng, sox and flite (used to synthesise egs/mini) and ffmpeg (VoxCeleb2 m4a) come from apt
+# when it is usable.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -23,6 +23,9 @@ done
 recipe=${recipe:-$here}  # config.sh names files relative to the recipe (run.sh sets it; standalone: this folder)
 # shellcheck source=config.sh
 . "$here/config.sh"
+for b in voxceleb1_dev_in_train download_corpora; do  # booleans: true or false, nothing else
+  case "${!b}" in true|false) ;; *) echo "prepare.sh: $b must be true or false, got '${!b}'" >&2; exit 1 ;; esac
+done
 python=${MT2KD_PYTHON:-}
 if [ -z "$python" ]; then
   if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
