@@ -6,10 +6,12 @@
 Faults tried, each on a copy of a reference run's state:
 
 * kill -9 (the whole process group) at a random point of each long stage (dump, KD, fine-tuning, baselines,
-  evaluation), then ``run.sh`` again from that stage through evaluation. Survived: the re-run finishes, the stage
-  was not marked done by the killed run, and the results equal the uninterrupted run's. Items lost: teacher outputs
-  (crc32 per cut), checkpoints (every tensor) and results.json files (every number) that differ from the reference
-  or are missing.
+  evaluation), then ``run.sh`` again from that stage. Survived: the re-run finishes, the stage was not marked done
+  by the killed run, and what the stage produced equals the uninterrupted run's. Items lost: teacher outputs (crc32
+  per cut), checkpoints (every tensor) and results.json files (every number) that differ from the reference or are
+  missing. By default the re-run stops after the killed stage and its products are compared bit for bit (they
+  determine everything downstream); ``--rerun-through-evaluation`` re-runs through stage 9 and compares the final
+  results as well (several times slower).
 * one flipped byte inside a cut's data in a teacher archive, then the KD stage: survived when it stops with an
   error naming the shard and the cut (training on silently wrong targets would be the failure).
 * NaN / inf in a teacher's output for one cut: survived when the dump refuses it naming the cut.
@@ -134,8 +136,10 @@ def lost(ref: Dict[str, object], got: Dict[str, object]) -> List[str]:
 
 # ---- the faults --------------------------------------------------------------------------------------------------
 
-def kill_stage(work: Path, s: int, seconds: Dict[int, float], rng: random.Random, ref_fp: Dict) -> Dict:
-    """kill -9 stage ``s`` at a random point, then re-run from it through evaluation and compare."""
+def kill_stage(work: Path, s: int, seconds: Dict[int, float], rng: random.Random, ref_fp: Dict,
+               last: int) -> Dict:
+    """kill -9 stage ``s`` at a random point, then re-run from it through stage ``last`` and compare with the
+    reference's state after ``last`` (``ref_fp``)."""
     case, logs = work / "run", work / f"kill-{s}"
     logs.mkdir(exist_ok=True)
     copy_state(work / "reference" / f"before-{s}", case)
@@ -159,20 +163,22 @@ def kill_stage(work: Path, s: int, seconds: Dict[int, float], rng: random.Random
     killed = proc.poll() is None
     if killed:
         os.killpg(proc.pid, signal.SIGKILL)
+    killed_after = time.time() - t_start
     proc.wait()
     (logs / "log-killed.txt").write_text("".join(lines))
     marker = case / "exp" / ".done" / f"stage-{s}-{STAGES[s]}"
     marked = marker.is_file()
     partial = sorted(str(p.relative_to(case)) for p in case.rglob("*") if ".tmp" in p.name or "partial" in p.name)
-    rc, out = run(pipeline(case / "data", case / "exp", s, LAST), logs / "log-rerun.txt")
+    rc, out = run(pipeline(case / "data", case / "exp", s, last), logs / "log-rerun.txt")
     diff = lost(ref_fp, fingerprints(case / "exp")) if rc == 0 else ["re-run failed"]
     ok = rc == 0 and not (killed and marked) and not diff
-    note = (f"killed {time.time() - t_start:.0f} s into the stage ({delay:.0f} s of ~{seconds[s]:.0f} s)"
+    note = (f"killed {killed_after:.0f} s into the stage (of ~{seconds[s]:.0f} s)"
             if killed else "stage finished before the kill time")
     if partial:
         note += f"; left {len(partial)} temporary files, ignored by the re-run"
     print(f"kill stage {s}: ok={ok} lost={len(diff)} {note} {diff[:5]}", flush=True)
-    return {"fault": f"kill -9 during stage {s} ({STAGES[s]}), then re-run", "survived": ok, "lost": len(diff),
+    then = f"re-run through stage {last}" if last != s else "re-run"
+    return {"fault": f"kill -9 during stage {s} ({STAGES[s]}), then {then}", "survived": ok, "lost": len(diff),
             "note": note}
 
 
@@ -290,12 +296,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="chooses the kill points")
     p.add_argument("--stages", default="5,6,7,8,9", help="stages to kill (comma list)")
     p.add_argument("--fresh", action="store_true", help="redo the reference run even if one is there")
+    p.add_argument("--rerun-through-evaluation", action="store_true",
+                   help="after a kill, re-run through stage 9 and compare final results (default: the killed stage)")
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     seconds, ref_fp = reference(args.work_dir, args.fresh)
-    rows = [kill_stage(args.work_dir, int(s), seconds, rng, ref_fp) for s in args.stages.split(",") if s]
+    rows = []
+    for s in map(int, filter(None, args.stages.split(","))):
+        last = LAST if args.rerun_through_evaluation else s
+        want = ref_fp if last == LAST else fingerprints(args.work_dir / "reference" / f"before-{last + 1}" / "exp")
+        rows.append(kill_stage(args.work_dir, s, seconds, rng, want, last))
     rows.append(flipped_byte(args.work_dir))
     rows += non_finite(args.work_dir)
     rows.append(data_faults(args.work_dir))
