@@ -298,19 +298,24 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="redo the reference run even if one is there")
     p.add_argument("--rerun-through-evaluation", action="store_true",
                    help="after a kill, re-run through stage 9 and compare final results (default: the killed stage)")
+    p.add_argument("--faults", default="kill,flip,nonfinite,data", help="which rows to produce (comma list)")
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     seconds, ref_fp = reference(args.work_dir, args.fresh)
+    faults = set(args.faults.split(","))
     rows = []
-    for s in map(int, filter(None, args.stages.split(","))):
+    for s in map(int, filter(None, args.stages.split(",") if "kill" in faults else [])):
         last = LAST if args.rerun_through_evaluation else s
         want = ref_fp if last == LAST else fingerprints(args.work_dir / "reference" / f"before-{last + 1}" / "exp")
         rows.append(kill_stage(args.work_dir, s, seconds, rng, want, last))
-    rows.append(flipped_byte(args.work_dir))
-    rows += non_finite(args.work_dir)
-    rows.append(data_faults(args.work_dir))
+    if "flip" in faults:
+        rows.append(flipped_byte(args.work_dir))
+    if "nonfinite" in faults:
+        rows += non_finite(args.work_dir)
+    if "data" in faults:
+        rows.append(data_faults(args.work_dir))
     text = table(rows)
     print(text)
     if args.out:
