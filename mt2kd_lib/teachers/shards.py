@@ -100,7 +100,8 @@ def load_checked(cut: Any, field: str) -> np.ndarray:
     """
     manifest = cut.custom[field]
     archive = manifest.array.storage_path if isinstance(manifest, TemporalArray) else manifest.storage_path
-    hint = "the archive is corrupt; re-run the dump stage with --verify-existing to redo that shard"
+    hint = (f"the archive is corrupt: delete {Path(archive).with_suffix('.done')} and re-run the dump stage "
+            "(run.sh --stage 5 --force true) to redo that shard")
     try:
         arr = manifest.load()
     except Exception as e:
