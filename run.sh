@@ -58,6 +58,15 @@ vars_before=$(compgen -v | sort)
 . "$recipe_config"
 recipe_vars=$(comm -13 <(echo "$vars_before") <(compgen -v | sort) | grep -v '^vars_before$' || true)
 . tools/parse_options.sh
+# Boolean settings take true or false only, also when set in the environment (parse_options.sh checks options):
+# every `name=${name:-true|false}` of the recipe configs, and this script's own.
+for _b in dry_run force $(sed -nE 's/^([A-Za-z0-9_]+)=\$\{\1:?-(true|false)\}.*/\1/p' "$recipe_config" \
+                          "$recipe/config.sh" | sort -u); do
+  case "${!_b:-}" in
+    true|false) ;;
+    *) echo "run.sh: $_b (--${_b//_/-}) must be true or false, got '${!_b:-}'" >&2; exit 1 ;;
+  esac
+done
 # The recipe's prepare.sh (a separate process) sees the final values, command-line overrides included.
 # shellcheck disable=SC2086
 [ -z "$recipe_vars" ] || export $recipe_vars

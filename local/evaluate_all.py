@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import multiprocessing
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,6 +38,13 @@ def systems(exp_dir: Path):
         yield d.name, "ablation", d, ["asr", "at", "sv"]
 
 
+def write_json(path: Path, obj: Dict) -> None:
+    """Temporary file + rename: a kill mid-write never leaves a partial results.json that looks up to date."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: argparse.Namespace,
                  epoch: int) -> Dict:
     """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
@@ -45,7 +53,7 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
     res = evaluate_student(model, args.recipe_data, folder / args.decoding_method, lang[0] if lang else None,
                            tasks, args.decoding_method)
     res.update(system=name, group=group, epoch=epoch, avg=args.avg)
-    (folder / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(folder / "results.json", res)
     logging.info(f"{name}: {json.dumps(res)}")
     return res
 
@@ -97,7 +105,7 @@ def main() -> None:
             chosen = dict(s["sv_candidates"][s["sv_teacher"]])
             res = {"system": f"teacher_sv_{s['sv_teacher']}", "group": "teacher",
                    "params": chosen.pop("params", 0), "sv": chosen}
-            (folder / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+            write_json(folder / "results.json", res)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Audio is short random noise (numpy + soundfile). Each builder returns what a cor
 tests compare manifests against the trees they built — including the deliberately bad items.
 """
 
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -13,24 +15,39 @@ import soundfile as sf
 SR = 16000
 
 
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None
+
+
 def write_audio(path: Path, seconds: float, sr: int = SR, seed: int = 0) -> Path:
-    """Noise of ``seconds`` at ``sr`` Hz; format from the suffix (.wav/.flac)."""
+    """Noise of ``seconds`` at ``sr`` Hz; format from the suffix (.wav/.flac/.ogg/.mp3 by soundfile, .m4a/.aac
+    by ffmpeg from a temporary wav)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    sf.write(str(path), (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
+    audio = (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
+    if path.suffix.lower() in (".m4a", ".aac"):
+        tmp = path.with_suffix(".tmp.wav")
+        sf.write(str(tmp), audio, sr)
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(tmp), "-c:a", "aac", str(path)], check=True)
+        tmp.unlink()
+    else:
+        sf.write(str(path), audio, sr)
     return path
 
 
-def make_librispeech(root: Path) -> Dict[str, Dict[str, str]]:
+LIBRISPEECH_PARTS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean",
+                     "test-other")
+
+
+def make_librispeech(root: Path, parts: Sequence[str] = LIBRISPEECH_PARTS) -> Dict[str, Dict[str, str]]:
     """All 7 parts, speaker ``<100+i>`` chapter ``<200+i>``, 2 utterances each -> ``{part: {utt_id: text}}``.
 
     Bad items in train-clean-100: a transcript line whose flac is missing (``100-200-0002``), a line without
     words (``100-200-0003``, whose flac exists) and one 8 kHz flac (``100-200-0001``, must be resampled).
     """
-    parts = ["train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean",
-             "test-other"]
     expected: Dict[str, Dict[str, str]] = {}
-    for i, part in enumerate(parts):
+    for i, part in enumerate(LIBRISPEECH_PARTS):
+        if part not in parts:
+            continue
         spk, chap = 100 + i, 200 + i
         d = root / "LibriSpeech" / part / str(spk) / str(chap)
         texts = {f"{spk}-{chap}-{u:04d}": f"HELLO WORLD {part.upper()} NUMBER {u}" for u in range(2)}
@@ -91,9 +108,10 @@ def make_voxceleb1(root: Path) -> Dict[str, List[str]]:
     return ids
 
 
-def make_voxceleb2(root: Path) -> Dict[str, List[str]]:
-    """VoxCeleb2 converted to wav, in the archives' folders: dev speakers under ``dev/aac/``, the test speaker
-    under ``aac/`` (the test archive); ``vox2_meta.csv`` in its comma-padded official format."""
+def make_voxceleb2(root: Path, ext: str = ".wav") -> Dict[str, List[str]]:
+    """VoxCeleb2 in the archives' folders: dev speakers under ``dev/aac/``, the test speaker under ``aac/`` (the
+    test archive); ``vox2_meta.csv`` in its comma-padded official format. ``ext``: ``.wav`` (converted, the
+    common practice) or ``.m4a`` (as distributed; needs ffmpeg)."""
     lines = ["VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "]
     lines += [f"{spk} ,n0{spk[2:]} ,m ,{s} " for spk, s in VOX2_SPEAKERS.items()]
     root.mkdir(parents=True, exist_ok=True)
@@ -102,7 +120,7 @@ def make_voxceleb2(root: Path) -> Dict[str, List[str]]:
     for n, (spk, vid, utt) in enumerate(_vox_utts(VOX2_SPEAKERS)):
         split = VOX2_SPEAKERS[spk]
         base = root / "dev" / "aac" if split == "dev" else root / "aac"
-        write_audio(base / spk / vid / f"{utt}.wav", 0.5, SR, seed=200 + n)
+        write_audio(base / spk / vid / f"{utt}{ext}", 0.5, SR, seed=200 + n)
         ids[split].append(f"{spk}-{vid}-{utt}")
     return ids
 
@@ -145,13 +163,54 @@ def make_audioset(root: Path) -> Dict[str, Dict[str, str]]:
             "eval": {"evalclip001": "0;3", "evalwhole01": "2"}}
 
 
-def make_musan(root: Path) -> Dict[str, str]:
-    """``<root>/musan/{music,noise,speech}/<source>/*.wav`` + ANNOTATIONS -> ``{cut_id: part}``."""
+def make_musan(root: Path, parts: Sequence[str] = ("music", "noise", "speech"),
+               bad_annotations: bool = False) -> Dict[str, str]:
+    """``<root>/musan/{music,noise,speech}/<source>/*.wav`` + ANNOTATIONS -> ``{cut_id: part}``.
+
+    ``bad_annotations``: the music ANNOTATIONS line has one field (lhotse's parser stops on it; we never read it)."""
     base = root / "musan"
     files = {"music": ("fma", "music-fma-0000", "music-fma-0000 classical N Some_Artist\n"),
              "noise": ("free-sound", "noise-free-sound-0000", "noise-free-sound-0000 http://example.org\n"),
              "speech": ("librivox", "speech-librivox-0000", "speech-librivox-0000 male english\n")}
+    files = {k: v for k, v in files.items() if k in parts}
+    if bad_annotations and "music" in files:
+        files["music"] = files["music"][:2] + ("music-fma-0000\n",)
     for n, (part, (src, stem, ann)) in enumerate(files.items()):
         write_audio(base / part / src / f"{stem}.wav", 0.6, SR, seed=400 + n)
         (base / part / src / "ANNOTATIONS").write_text(ann)
     return {stem: part for part, (_, stem, _) in files.items()}
+
+
+# One balanced row per AudioSet file naming the downloaders write (see mt2kd_lib/data/corpora/audioset.py), with
+# every accepted extension; m4a only where ffmpeg is there to write it.
+AUDIOSET_VARIANTS = [  # (ytid, start, end, file name)
+    ("plainId0001", 0.0, 10.0, "plainId0001.wav"),
+    ("--decimal01", 30.0, 40.0, "--decimal01_30.000_40.000.flac"),
+    ("int_clip_01", 30.0, 40.0, "int_clip_01_30_40.ogg"),
+    ("msClip-0001", 30.0, 40.0, "msClip-0001_30000_40000.wav"),
+    ("startOnly01", 20.0, 30.0, "startOnly01_20.wav"),
+    ("startDec_01", 20.0, 30.0, "startDec_01_20.000.mp3"),
+    ("dash-range1", 10.0, 20.0, "dash-range1_10-20.wav"),
+    ("-yPrefixed1", 0.0, 10.0, "Y-yPrefixed1.wav"),
+    ("_yPrefTimes", 5.0, 15.0, "Y_yPrefTimes_5.000_15.000.flac"),
+    ("YstartsWith", 0.0, 10.0, "YstartsWith.wav"),  # a ytid that itself begins with 'Y'
+    ("m4aClip0001", 0.0, 10.0, "m4aClip0001_0.000_10.000.m4a"),
+]
+
+
+def make_audioset_variants(root: Path, audio_dir: Optional[Path] = None) -> Dict[str, Dict[str, str]]:
+    """balanced (every naming variant, label Speech) + eval (one clip), no unbalanced csv ->
+    ``{subset: {ytid: audio_event}}`` for the rows whose files exist. Also a file that matches no row."""
+    root.mkdir(parents=True, exist_ok=True)
+    audio_dir = audio_dir or root
+    with open(root / "class_labels_indices.csv", "w") as f:
+        f.write("index,mid,display_name\n")
+        f.writelines(f'{i},{mid},"{name}"\n' for i, (mid, name) in enumerate(AUDIOSET_CLASSES))
+    rows = [v for v in AUDIOSET_VARIANTS if HAVE_FFMPEG or not v[3].endswith(".m4a")]
+    (root / "balanced_train_segments.csv").write_text(_segment_csv([(y, s, e, "/m/09x0r") for y, s, e, _ in rows]))
+    for n, (_, _, _, name) in enumerate(rows):
+        write_audio(audio_dir / "clips" / name, 1.0, SR, seed=500 + n)
+    write_audio(audio_dir / "clips" / "notInCsv001_0_10.wav", 1.0, SR, seed=599)
+    (root / "eval_segments.csv").write_text(_segment_csv([("evalOnly001", 0.0, 10.0, "/m/04rlf")]))
+    write_audio(audio_dir / "Y" / "YevalOnly001.flac", 1.0, SR, seed=600)
+    return {"balanced": {y: "0" for y, _, _, _ in rows}, "eval": {"evalOnly001": "2"}}

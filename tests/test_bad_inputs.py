@@ -84,3 +84,18 @@ def test_audio_event_parsing_names_the_cut():
 def test_missing_index_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare stage"):
         contract.read_index(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_truncated_file_dropped_by_name(tmp_path, caplog, suffix):
+    """A file cut short after its header was written (interrupted copy) still claims its full length in the header;
+    it is dropped by name instead of failing the features stage later."""
+    good = _cut(tmp_path / f"good{suffix}", seconds=1.0)
+    cut = _cut(tmp_path / f"short{suffix}", seconds=1.0)
+    raw = (tmp_path / f"short{suffix}").read_bytes()
+    (tmp_path / f"short{suffix}").write_bytes(raw[: len(raw) // 2])
+    with caplog.at_level(logging.INFO):
+        out = sanitize_cuts(CutSet.from_cuts([good, cut]), "asr", "t")
+    assert out.ids == ["good"] if isinstance(out.ids, list) else list(out.ids) == ["good"]
+    assert "dropped 1 cuts: truncated audio file" in caplog.text and f"short{suffix}" in caplog.text
+    assert out["good"].load_audio().shape == (1, 16000)

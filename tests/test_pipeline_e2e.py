@@ -126,3 +126,43 @@ def test_sherpa_onnx_runs_the_exported_student_like_ours(e2e, tiny_recipe, tmp_p
         assert res["labels"] == names
         np.testing.assert_allclose(res["probs"], probs, atol=1e-4, rtol=0, err_msg=key)
         np.testing.assert_allclose(res["embedding"], emb, atol=1e-4, rtol=0, err_msg=key)
+
+
+def test_kill_during_evaluation_then_rerun_gives_the_same_results(e2e, tiny_recipe, tmp_path):
+    """kill -9 (the whole process group) at a random point of the evaluation stage, then run.sh again: the stage
+    was not marked done, and every results.json equals the uninterrupted run's. The other long stages are killed
+    by tools/fault_table.py (README, 'Faults survived')."""
+    import os
+    import random
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO, TINY_CORPUS, TINY_VOCAB
+
+    exp0, _ = e2e
+    # Each system's results.json (stage 9); exp/results.json is stage 10's summary of them, not under test here.
+    want = {p.relative_to(exp0): json.loads(p.read_text()) for p in exp0.glob("**/*/results.json")}
+    exp = tmp_path / "exp"
+    shutil.copytree(exp0, exp, symlinks=True)
+    for p in exp.glob("**/*/results.json"):
+        p.unlink()
+    for p in (exp / ".done").glob("stage-9-*"):
+        p.unlink()
+    cmd = ["bash", str(REPO / "run.sh"), "--recipe-config", str(REPO / "egs/mini/config_tiny.sh"),
+           "--corpus-config", str(TINY_CORPUS), "--vocab-size", str(TINY_VOCAB), "--data-dir", str(tiny_recipe["data"]),
+           "--exp-dir", str(exp), "--stage", "9", "--stop-stage", "9"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # Somewhere after the first system's results (if any) and before the last: wait for a random share of them.
+    target = random.Random(os.getpid()).randint(0, max(0, len(want) - 3))
+    while proc.poll() is None and len(list(exp.glob("**/*/results.json"))) < target:
+        time.sleep(0.05)
+    assert proc.poll() is None, "evaluation finished before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((exp / ".done").glob("stage-9-*"))
+    run_pipeline(tiny_recipe["data"], exp, "--stage", "9", "--stop-stage", "9")
+    got = {p.relative_to(exp): json.loads(p.read_text()) for p in exp.glob("**/*/results.json")}
+    assert got == want

@@ -149,7 +149,7 @@ def test_index_update_keeps_other_tasks(corpora, tmp_path):
     m.mkdir()
     for f in out.iterdir():
         (m / f.name).write_bytes(f.read_bytes())
-    new = prepare_paper_corpora(CorpusPaths(librispeech_dir=root / "librispeech", librispeech_train_100=True), m, 1,
+    new = prepare_paper_corpora(CorpusPaths(librispeech_dir=root / "librispeech", librispeech_train_parts=("train-clean-100",)), m, 1,
                                 existing_index=index)
     assert new["asr"]["train"] == "train-clean-100" and new["at"] == index["at"] and new["sv"] == index["sv"]
     pool = CutSet.from_file(cuts_path(m, "kd", "pool")).to_eager()

@@ -202,7 +202,8 @@ def test_frame_dump_two_workers(data, teachers, frame_dump):
 
 def test_attach_several_teachers_by_id(data, utt_dump, frame_dump):
     pool = attach_teachers(data["cuts"], utt_dump["out"], ["resemblyzer", "resemblyzer_frame"])
-    fields = {c.id: set(c.custom or {}) for c in pool}
+    fields = {c.id: {k for k in (c.custom or {}) if not k.endswith("_crc32")} for c in pool}
+    assert all(c.custom[f + "_crc32"] > 0 for c in pool for f in fields[c.id])  # write-time crc travels along
     assert fields[SHORT_ID] == {"resemblyzer_frame_embedding"}  # missing teacher output = absent field
     assert all(f == {"resemblyzer_embedding", "resemblyzer_frame_embedding"} for k, f in fields.items()
                if k != SHORT_ID)
@@ -333,3 +334,50 @@ def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
     cfg.write_text("teachers:\n  spk:\n    kind: resemblyzer\n    dim: 192\n")
     with pytest.raises(ValueError, match="dim 192"):
         factory_from_config("spk", cfg)("cpu")
+
+
+class _NanTeacher(ResemblyzerTeacher):
+    """The real teacher, except that the output of the one utterance of 2.5 s (utt5) carries a NaN / an inf."""
+
+    bad = float("nan")
+
+    def infer_batch(self, audios):
+        outs = super().infer_batch(audios)
+        for a, o in zip(audios, outs):
+            if len(a) == int(2.5 * SR):
+                o[0] = self.bad
+        return outs
+
+
+class _InfTeacher(_NanTeacher):
+    bad = float("inf")
+
+
+@pytest.mark.parametrize("factory", [_NanTeacher, _InfTeacher])
+def test_non_finite_output_refused_at_dump_naming_the_cut(tmp_path, data, threads, factory):
+    out = tmp_path / "o"
+    with pytest.raises(ValueError, match="non-finite values in the output for cut utt5"):
+        dump_teacher(data["cuts"], functools.partial(factory, level="utterance"), out, shard_size=3, num_threads=1,
+                     progress=False)
+    tdir = out / "resemblyzer"
+    assert shard_is_finished(tdir, 0)[0] and not shard_is_finished(tdir, 1)[0]  # utt5's shard never finished
+
+
+def test_flipped_byte_named_at_training_read(tmp_path, threads):
+    """One flipped byte in a finished archive: the KD data loader's collation names the shard and the cut."""
+    from mt2kd_lib.data.dataset import collate_optional_field
+
+    cuts = _write_cuts(tmp_path / "wav", [1.0, 1.2, 0.9, 1.1], seed=3)
+    out = tmp_path / "out"
+    dump_teacher(cuts, FrameFactory, out, shard_size=2, num_threads=1, progress=False)
+    attached = attach_teachers(cuts, out, ["resemblyzer_frame"])
+    field = "resemblyzer_frame_embedding"  # a TemporalArray per cut
+    assert collate_optional_field(attached, field)[f"{field}_mask"].all()  # intact: loads
+    arch = shard_paths(out / "resemblyzer_frame", 1)["archive"]
+    victim = [c for c in attached if c.custom[field].array.storage_path == str(arch)][1]
+    raw = bytearray(arch.read_bytes())
+    pos = int(victim.custom[field].array.storage_key.split(",")[0]) + 40  # inside that cut's lilcom blob
+    raw[pos] ^= 0x10
+    arch.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match=rf"cut {victim.id} .*shard-00001.lca|cut {victim.id} in shard .*shard-00001"):
+        collate_optional_field(attached, field)

@@ -6,7 +6,8 @@
 # Creates a virtualenv (default ./.venv, or $MT2KD_VENV), installs torch (an existing torch is kept),
 # requirements.txt, and builds fast_rnnt (and optionally kaldifeat) from their PyPI sdists with a wheel
 # cache ($MT2KD_CACHE, default ~/.cache/mt2kd) so that a re-install takes seconds.
-# System packages espeak-ng, sox and flite (used to synthesise egs/mini) come from apt when it is usable.
+# System packages espeak-ng, sox and flite (used to synthesise egs/mini) and ffmpeg (VoxCeleb2 m4a) come from apt
+# when it is usable.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,9 +34,9 @@ say() { echo "[install $(date '+%H:%M:%S')] $*"; }
 did=()
 
 # ---- system packages ---------------------------------------------------------------------------
-apt_pkgs=(espeak-ng sox flite)
+apt_pkgs=(espeak-ng sox flite ffmpeg)  # ffmpeg: VoxCeleb2 m4a (mt2kd_lib/data/corpora/scan.py)
 missing=()
-for p in espeak-ng sox flite; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in espeak-ng sox flite ffmpeg; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if $use_apt && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     say "apt-get install ${apt_pkgs[*]} (missing: ${missing[*]})"

@@ -12,9 +12,17 @@ voxceleb1_dir=${voxceleb1_dir:-$dl_dir/voxceleb1}           # wav/<spk>/<video>/
 voxceleb2_dir=${voxceleb2_dir:-$dl_dir/voxceleb2}           # dev/aac/... (m4a needs ffmpeg; wav-converted works), vox2_meta.csv
 voxceleb_trials_dir=${voxceleb_trials_dir:-}                # trial lists elsewhere; empty: voxceleb1_dir
 musan_dir=${musan_dir:-$dl_dir/musan}                       # holds musan/{music,noise,speech}
-# Split choices (paper: 960 h ASR, AudioSet balanced+unbalanced, VoxCeleb2 dev for SV training).
-librispeech_train_100=${librispeech_train_100:-false}       # true: ASR train = train-clean-100 only
-audioset_full=${audioset_full:-true}                        # false: AT train = balanced only
+# Corpus parts to use, comma lists (defaults = the paper's: 960 h ASR, AudioSet balanced+unbalanced, VoxCeleb2 dev
+# for SV training). A part that is not listed need not be on disk; a listed part that is missing stops stage 1
+# before anything is written. E.g. librispeech_train_parts=train-clean-100 librispeech_dev_parts=dev-clean.
+librispeech_train_parts=${librispeech_train_parts:-train-clean-100,train-clean-360,train-other-500}
+librispeech_dev_parts=${librispeech_dev_parts-dev-clean,dev-other}
+librispeech_test_parts=${librispeech_test_parts-test-clean,test-other}
+audioset_train_parts=${audioset_train_parts:-balanced,unbalanced}    # balanced: AT train = balanced only
+audioset_eval_parts=${audioset_eval_parts-eval}                # dev/test/eval lists may be set empty: none
+voxceleb1_parts=${voxceleb1_parts:-dev,test}                # test: O trials; dev: E/H trials (VoxCeleb1 sets)
+voxceleb2_parts=${voxceleb2_parts:-dev}                     # dev,test: train on every VoxCeleb2 speaker
+musan_parts=${musan_parts:-music,noise,speech}
 voxceleb1_dev_in_train=${voxceleb1_dev_in_train:-false}     # true: add VoxCeleb1 dev to SV train (then O trials only)
 sv_trials=${sv_trials:-auto}                                # auto (every list found) or e.g. O-clean,E-clean,H-clean
 download_corpora=${download_corpora:-false}

@@ -20,15 +20,23 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$manifest_dir" ] || { echo "prepare.sh: --manifest-dir is required" >&2; exit 1; }
 
+recipe=${recipe:-$here}  # config.sh names files relative to the recipe (run.sh sets it; standalone: this folder)
 # shellcheck source=config.sh
 . "$here/config.sh"
+for b in voxceleb1_dev_in_train download_corpora; do  # booleans: true or false, nothing else
+  case "${!b}" in true|false) ;; *) echo "prepare.sh: $b must be true or false, got '${!b}'" >&2; exit 1 ;; esac
+done
 python=${MT2KD_PYTHON:-}
 if [ -z "$python" ]; then
   if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
-args=(--manifest-dir "$manifest_dir" --num-jobs "$nj" --sv-trials "$sv_trials")
+args=(--manifest-dir "$manifest_dir" --num-jobs "$nj" --sv-trials "$sv_trials"
+      --librispeech-train-parts "$librispeech_train_parts" --librispeech-dev-parts "$librispeech_dev_parts"
+      --librispeech-test-parts "$librispeech_test_parts" --audioset-train-parts "$audioset_train_parts"
+      --audioset-eval-parts "$audioset_eval_parts" --voxceleb1-parts "$voxceleb1_parts"
+      --voxceleb2-parts "$voxceleb2_parts" --musan-parts "$musan_parts")
 given=0
 add_dir() {  # add_dir <option> <folder>: pass a corpus folder only when it exists (or will be downloaded)
   if [ -n "$2" ] && { [ -d "$2" ] || [ "$download_corpora" = true ]; }; then
@@ -48,8 +56,6 @@ else
   echo "prepare.sh: ${audioset_dir:-audioset_dir (unset)} not found; leaving out AudioSet (no download recipe)" >&2
 fi
 [ -z "$voxceleb_trials_dir" ] || args+=(--voxceleb-trials-dir "$voxceleb_trials_dir")
-[ "$librispeech_train_100" != true ] || args+=(--librispeech-train-100)
-[ "$audioset_full" != true ] || args+=(--audioset-full)
 [ "$voxceleb1_dev_in_train" != true ] || args+=(--voxceleb1-dev-in-train)
 [ "$download_corpora" != true ] || args+=(--download)
 
@@ -58,5 +64,5 @@ if [ "$given" -eq 0 ]; then
        "musan_dir in $here/config.sh (or the environment), or download_corpora=true" >&2
   exit 1
 fi
-mkdir -p "$manifest_dir"
+# No mkdir here: the CLI checks the selected parts first and creates the folder only when everything succeeded.
 "$python" "$repo/local/prepare_librispeech_audioset_voxceleb.py" "${args[@]}"

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from lhotse import CutSet
+from lhotse.array import Array, TemporalArray
 from lhotse.dataset.collation import collate_custom_field, collate_features
 
 from mt2kd_lib.data.contract import parse_audio_event
@@ -250,6 +251,11 @@ def collate_optional_field(cuts: CutSet, field: str) -> Dict[str, torch.Tensor]:
     out: Dict[str, torch.Tensor] = {f"{field}_mask": mask}
     if not have:
         return out
+    from mt2kd_lib.teachers.shards import load_checked
+
+    for i in have:  # a corrupt archive is named (shard and cut), not decoded into silently wrong targets
+        if isinstance(cut_list[i].custom.get(field), (Array, TemporalArray)):
+            load_checked(cut_list[i], field)
     sub = CutSet.from_cuts(cut_list[i] for i in have)
     collated = collate_custom_field(sub, field, pad_value=0)
     idx = torch.tensor(have, dtype=torch.int64)

@@ -16,6 +16,17 @@ from lhotse.cut import Cut
 from mt2kd_lib.data.contract import SAMPLING_RATE
 
 
+def _last_sample_readable(path: Path, num_samples: int) -> bool:
+    """Seek to the last sample the manifest promises and read it: a file cut short (an interrupted copy or
+    download) fails here, while its header still claims the full length. A seek, not a decode: cheap for flac too."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            f.seek(max(num_samples - 1, 0))
+            return len(f.read(1)) == 1
+    except Exception:  # soundfile raises LibsndfileError / RuntimeError / ValueError depending on the format
+        return False
+
+
 def _audio_problem(cut: Cut) -> Optional[Tuple[str, str]]:
     """(reason, detail) when the cut's audio cannot be used, else None. Reads file headers only (cheap on big corpora)."""
     rec = cut.recording
@@ -36,6 +47,8 @@ def _audio_problem(cut: Cut) -> Optional[Tuple[str, str]]:
             continue
         if info.frames == 0:
             return "zero-length audio", str(path)
+        if not _last_sample_readable(path, rec.num_samples if rec.sampling_rate == info.samplerate else info.frames):
+            return "truncated audio file", str(path)
     if rec.num_samples == 0 or cut.duration <= 0:
         return "zero-length audio", cut.id
     return None

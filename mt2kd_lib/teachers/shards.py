@@ -86,6 +86,34 @@ def array_checksum(arr: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
 
 
+def checksum_key(field: str) -> str:
+    """Custom field that carries the write-time crc32 of ``field`` on combined cuts (see :func:`load_checked`)."""
+    return f"{field}_crc32"
+
+
+def load_checked(cut: Any, field: str) -> np.ndarray:
+    """All stored frames of ``cut``'s array ``field``, checked against the crc32 recorded when it was dumped.
+
+    Lilcom has no checksum of its own: a flipped byte in an archive decodes to wrong but finite numbers, or fails
+    with a bare decoder error. This names the archive (the shard) and the cut instead. Cuts without a recorded crc
+    (fields not produced by :func:`mt2kd_lib.teachers.dump.dump_teacher`) are only decoded.
+    """
+    manifest = cut.custom[field]
+    archive = manifest.array.storage_path if isinstance(manifest, TemporalArray) else manifest.storage_path
+    hint = (f"the archive is corrupt: delete {Path(archive).with_suffix('.done')} and re-run the dump stage "
+            "(run.sh --stage 5 --force true) to redo that shard")
+    try:
+        arr = manifest.load()
+    except Exception as e:
+        raise RuntimeError(f"teacher field {field!r}: cannot decode cut {cut.id} from shard {archive} "
+                           f"({type(e).__name__}: {e}); {hint}") from e
+    want = (cut.custom or {}).get(checksum_key(field))
+    if want is not None and array_checksum(arr) != want:
+        raise RuntimeError(f"teacher field {field!r}: cut {cut.id} in shard {archive} does not match its recorded "
+                           f"crc32; {hint}")
+    return arr
+
+
 def fsync_file(path: Pathlike) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -233,7 +261,15 @@ def combine_shards(out_dir: Pathlike, teacher: str, allow_incomplete: bool = Fal
         if not ok:
             missing.append(f"{shard_stem(i)} ({why})")
             continue
-        cuts.extend(CutSet.from_file(shard_paths(tdir, i)["manifest"]))
+        # The write-time crc32 of each array travels with the cut, so readers can check it (load_checked).
+        checksums = (read_done(tdir, i) or {}).get("checksums") or {}
+        for cut in CutSet.from_file(shard_paths(tdir, i)["manifest"]):
+            custom = dict(cut.custom or {})
+            for key, value in list(custom.items()):
+                if isinstance(value, (Array, TemporalArray)) and cut.id in checksums:
+                    custom[checksum_key(key)] = checksums[cut.id]
+            cut.custom = custom
+            cuts.append(cut)
     if missing:
         msg = f"teacher {teacher}: {len(missing)} of {n} shards are not finished: {', '.join(missing[:10])}"
         if not allow_incomplete:
@@ -260,7 +296,7 @@ def attach_fields_by_id(cuts: CutSet, sources: Mapping[str, CutSet]) -> CutSet:
             value = (c.custom or {}).get(name)
             if value is None:
                 raise ValueError(f"source for field {name!r}: cut {c.id} does not have that field")
-            table[c.id] = value
+            table[c.id] = (value, (c.custom or {}).get(checksum_key(name)))
         lookup[name] = table
     out = []
     counts = {name: 0 for name in sources}
@@ -270,7 +306,9 @@ def attach_fields_by_id(cuts: CutSet, sources: Mapping[str, CutSet]) -> CutSet:
         custom = dict(c.custom or {})
         for name, table in lookup.items():
             if c.id in table:
-                custom[name] = table[c.id]
+                custom[name], crc = table[c.id]
+                if crc is not None:
+                    custom[checksum_key(name)] = crc
                 counts[name] += 1
         out.append(fastcopy(c, custom=custom or None))
     total = len(out)

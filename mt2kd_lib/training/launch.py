@@ -42,12 +42,13 @@ def launch(run: RunFn, args: argparse.Namespace) -> None:
 
 
 def str2bool(v: str) -> bool:
-    """argparse type for true/false options; anything else is an error, not a silent false."""
-    if v.lower() in ("true", "1", "yes"):
+    """argparse type for true/false options: exactly ``true`` or ``false`` (as run.sh passes them); anything else
+    (yes, 1, a typo) is an error, not a silent false."""
+    if v == "true":
         return True
-    if v.lower() in ("false", "0", "no"):
+    if v == "false":
         return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def add_schedule_args(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,21 @@ Layout of ``<audioset_dir>``::
     balanced_train_segments.csv       3 comment lines starting with '#', then
     unbalanced_train_segments.csv       YTID, start_seconds, end_seconds, "mid1,mid2"
     eval_segments.csv
-    **/<ytid>_<start>_<end>.wav       audio, anywhere below <audioset_dir> (or a separate audio dir), named
-    **/<ytid>.wav                      either way; .flac works too
+    **/<name>.<ext>                   audio, anywhere below <audioset_dir> (or a separate audio dir)
+
+Audio file names: every naming the common downloaders write is recognised (``<ytid>`` is the csv's YouTube id,
+which may itself contain ``-`` and ``_``)::
+
+    <ytid>                      --PJHxphWEs.wav          (plain id; HF/Kaggle mirrors)
+    <ytid>_<start>_<end>        --PJHxphWEs_30.000_40.000.wav, --PJHxphWEs_30_40.flac  (audiosetdl & co.)
+    <ytid>_<start>-<end>        --PJHxphWEs_30-40.wav
+    <ytid>_<start>              --PJHxphWEs_30.wav, --PJHxphWEs_30.000.wav
+    Y<ytid>[...]                Y--PJHxphWEs.wav, Y--PJHxphWEs_30.000_40.000.wav  (audioset_tagging_cnn's 'Y' prefix)
+
+``<start>``/``<end>`` may be integers, decimals or milliseconds (``30000_40000``); they are not compared with the
+csv (a ytid appears once per csv), only required to be numbers. Extensions: ``AUDIO_EXTENSIONS`` (wav, flac, ogg,
+opus, mp3, m4a, aac; AAC is read through ffmpeg, see :mod:`scan`). When no file matches any row, the error lists a few
+of the file names found and these patterns.
 
 Each csv row whose audio file exists becomes one cut with id ``<ytid>`` and a supervision whose custom field
 ``audio_event`` is the ``;``-joined sorted class indices of its mids (the contract's format). Files are taken
@@ -18,6 +31,7 @@ with a logged count (most corpora downloaded from YouTube miss some videos); row
 """
 
 import csv
+import re
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +39,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from lhotse import CutSet, SupervisionSegment
 
-from mt2kd_lib.data.corpora.scan import recordings_from_files, whole_cut
+from mt2kd_lib.data.corpora.scan import AUDIO_EXTENSIONS, recordings_from_files, whole_cut
 
 SEGMENT_CSVS = {
     "balanced": "balanced_train_segments.csv",
@@ -33,7 +47,8 @@ SEGMENT_CSVS = {
     "eval": "eval_segments.csv",
 }
 CLASS_LABELS_CSV = "class_labels_indices.csv"
-AUDIO_EXTENSIONS = (".wav", ".flac")
+NAME_PATTERNS = ("<ytid>", "<ytid>_<start>_<end>", "<ytid>_<start>-<end>", "<ytid>_<start>", "Y<ytid>[...]")
+_NUMBER = re.compile(r"\d+(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -91,29 +106,51 @@ def read_segments_csv(path: Union[str, Path]) -> List[Segment]:
     return segments
 
 
+def _is_time(text: str) -> bool:
+    return bool(_NUMBER.match(text))
+
+
 def _ytid_of(stem: str, ytids: set) -> Optional[str]:
-    """``<ytid>`` or ``<ytid>_<start>_<end>`` -> ytid (ytids may themselves contain '_', so parse from the right)."""
-    if stem in ytids:
-        return stem
-    head, *times = stem.rsplit("_", 2)
-    if len(times) == 2:
-        try:
-            float(times[0]), float(times[1])
-        except ValueError:
-            return None
-        return head if head in ytids else None
+    """The csv ytid a file stem names (see the module docs for the patterns), or None.
+
+    ytids may contain '_' and '-', so candidates are formed by splitting time fields off the right and each one is
+    looked up in the csv's ytids; an exact match wins over a 'Y'-prefixed reading (ytids may start with 'Y')."""
+    for name in (stem, stem[1:] if stem.startswith("Y") else None):
+        if name is None:
+            continue
+        if name in ytids:
+            return name
+        head, *times = name.rsplit("_", 2)
+        if len(times) == 2 and all(map(_is_time, times)) and head in ytids:  # <ytid>_<start>_<end>
+            return head
+        head, _, last = name.rpartition("_")
+        if head in ytids and (_is_time(last) or (last.count("-") == 1 and all(map(_is_time, last.split("-"))))):
+            return head  # <ytid>_<start> or <ytid>_<start>-<end>
     return None
 
 
-def index_audio_files(audio_dir: Union[str, Path], ytids: set) -> Dict[str, Path]:
+def list_audio_files(audio_dir: Union[str, Path]) -> List[Path]:
+    """Every file below ``audio_dir`` with an audio extension (sorted, so the first of duplicates is stable)."""
+    return sorted(p for p in Path(audio_dir).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def index_audio_files(audio_dir: Union[str, Path], ytids: set, files: Optional[List[Path]] = None) -> Dict[str, Path]:
     """``{ytid: path}`` for the audio files below ``audio_dir`` whose names match a wanted ytid."""
     found: Dict[str, Path] = {}
-    for p in sorted(Path(audio_dir).rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-            ytid = _ytid_of(p.stem, ytids)
-            if ytid is not None:
-                found.setdefault(ytid, p)
+    for p in list_audio_files(audio_dir) if files is None else files:
+        ytid = _ytid_of(p.stem, ytids)
+        if ytid is not None:
+            found.setdefault(ytid, p)
     return found
+
+
+def no_match_message(subset: str, csv_name: str, audio_dir: Path, files: List[Path], ytids: set) -> str:
+    """The error when no csv row has a file: what was found, what was looked for, which names are accepted."""
+    found = ", ".join(p.name for p in files[:5]) or "no audio files at all"
+    wanted = ", ".join(sorted(ytids)[:3])
+    return (f"audioset/{subset}: no audio file under {audio_dir} matches a row of {csv_name}. Found {len(files)} "
+            f"audio files, e.g. {found}; ytids wanted e.g. {wanted}. Accepted names: {', '.join(NAME_PATTERNS)} "
+            f"(start/end: integers, decimals or milliseconds) with extension {'/'.join(AUDIO_EXTENSIONS)}")
 
 
 def prepare_audioset_cuts(
@@ -138,7 +175,12 @@ def prepare_audioset_cuts(
     dup = len(segments) - len({s.ytid for s in segments})
     if dup:
         raise ValueError(f"{SEGMENT_CSVS[subset]}: {dup} YouTube ids appear more than once")
-    files = index_audio_files(audio_dir or audioset_dir, {s.ytid for s in segments})
+    audio_dir = Path(audio_dir or audioset_dir)
+    ytids = {s.ytid for s in segments}
+    all_files = list_audio_files(audio_dir)
+    files = index_audio_files(audio_dir, ytids, all_files)
+    if segments and not files:
+        raise FileNotFoundError(no_match_message(subset, SEGMENT_CSVS[subset], audio_dir, all_files, ytids))
     missing = [s.ytid for s in segments if s.ytid not in files]
     if missing:
         logging.warning(f"audioset/{subset}: {len(missing)} of {len(segments)} segments have no audio file; "
@@ -162,7 +204,7 @@ def prepare_audioset_cuts(
     items = [(s.ytid, files[s.ytid]) for s in segments if s.ytid in labels]
     if not items:
         raise RuntimeError(f"audioset/{subset}: no segment of {SEGMENT_CSVS[subset]} has labelled audio under "
-                           f"{audio_dir or audioset_dir}")
+                           f"{audio_dir}")
     by_id = {s.ytid: s for s in segments}
     cuts = []
     for rec in recordings_from_files(items, num_jobs, f"audioset/{subset}"):

@@ -1,18 +1,20 @@
 """MUSAN (openslr 17) -> one CutSet of noise/music/babble recordings for on-the-fly noise mixing.
 
 Official layout: ``<root>/musan/{music,noise,speech}/<source>/<file>.wav`` (+ ``ANNOTATIONS`` files); ``<root>`` may
-also be the ``musan`` folder itself. Recordings come from lhotse's ``prepare_musan``; cuts carry no supervision
-(like icefall's ``musan_cuts.jsonl.gz``) and the custom field ``musan_part`` (music/noise/speech) so that a
-mixer can pick a part. Cut ids are the file stems (``noise-free-sound-0000``), unique in the official release.
+also be the ``musan`` folder itself. Only the audio is read: the recordings are found by globbing each part for
+audio files, and the ``ANNOTATIONS``/``LICENSE`` files are never opened (lhotse's ``prepare_musan`` parses them and
+stops on a malformed line with a bare ``not enough values to unpack``, naming no file, although mixing needs none
+of it). Cuts carry no supervision (like icefall's ``musan_cuts.jsonl.gz``) and the custom field ``musan_part``
+(music/noise/speech) so that a mixer can pick a part. Cut ids are the file stems (``noise-free-sound-0000``),
+unique in the official release; a repeated stem is an error naming both files.
 """
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Dict, Sequence, Union
 
 from lhotse import CutSet
-from lhotse.recipes.musan import prepare_musan
 
-from mt2kd_lib.data.corpora.scan import whole_cut
+from mt2kd_lib.data.corpora.scan import AUDIO_EXTENSIONS, recordings_from_files, whole_cut
 
 MUSAN_PARTS = ("music", "noise", "speech")
 
@@ -27,7 +29,7 @@ def find_musan_dir(root: Union[str, Path]) -> Path:
     raise FileNotFoundError(f"MUSAN directory not found: {root}")
 
 
-def prepare_musan_cuts(root: Union[str, Path], parts: Sequence[str] = MUSAN_PARTS) -> CutSet:
+def prepare_musan_cuts(root: Union[str, Path], parts: Sequence[str] = MUSAN_PARTS, num_jobs: int = 1) -> CutSet:
     """All recordings of ``parts`` as whole-file cuts (no supervisions), with custom ``musan_part``."""
     bad = [p for p in parts if p not in MUSAN_PARTS]
     if bad or not parts:
@@ -36,16 +38,21 @@ def prepare_musan_cuts(root: Union[str, Path], parts: Sequence[str] = MUSAN_PART
     for part in parts:
         if not (corpus / part).is_dir():
             raise FileNotFoundError(f"MUSAN part {part!r} not found: {corpus / part}")
-    manifests = prepare_musan(corpus, parts=list(parts))
-    cuts, seen = [], set()
+    items, part_of, seen = [], {}, {}  # type: list, Dict[str, str], Dict[str, Path]
     for part in parts:
-        for rec in manifests[part]["recordings"]:
-            if rec.id in seen:
-                raise ValueError(f"MUSAN: recording id {rec.id} appears twice")
-            seen.add(rec.id)
-            cut = whole_cut(rec)
-            cut.custom = {"musan_part": part}
-            cuts.append(cut)
-    if not cuts:
-        raise RuntimeError(f"MUSAN: no wav files under {corpus} for parts {list(parts)}")
+        for path in sorted((corpus / part).rglob("*")):
+            if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+                continue
+            if path.stem in seen:
+                raise ValueError(f"MUSAN: recording id {path.stem} appears twice: {seen[path.stem]} and {path}")
+            seen[path.stem] = path
+            part_of[path.stem] = part
+            items.append((path.stem, path))
+    if not items:
+        raise RuntimeError(f"MUSAN: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {corpus} for parts {list(parts)}")
+    cuts = []
+    for rec in recordings_from_files(items, num_jobs, "musan"):
+        cut = whole_cut(rec)
+        cut.custom = {"musan_part": part_of[rec.id]}
+        cuts.append(cut)
     return CutSet.from_cuts(cuts)

@@ -7,9 +7,10 @@ Layouts (after unzipping the official archives)::
     VoxCeleb2: <vox2>/dev/aac/<speaker>/<video>/<nnnnn>.m4a      + <vox2>/vox2_meta.csv (comma-separated,
                <vox2>/aac/...  (the test archive)                  header "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set ")
 
-Audio is found recursively by extension (``.wav``, ``.flac``, ``.m4a``), so trees where VoxCeleb2 was converted
-to wav (``dev/wav/<speaker>/<video>/<nnnnn>.wav``, the common practice) work unchanged. Reading m4a needs an
-ffmpeg-enabled lhotse audio backend; without one every m4a fails and a clear error says to convert to wav.
+Audio is found recursively by extension (``.wav``, ``.flac``, ``.m4a``, ... see :mod:`scan`), so trees where
+VoxCeleb2 was converted to wav (``dev/wav/<speaker>/<video>/<nnnnn>.wav``, the common practice) work unchanged.
+The official m4a files are read through ffmpeg (:func:`mt2kd_lib.data.corpora.scan.ffmpeg_recording`); without
+ffmpeg every m4a fails and a clear error says to install it or convert to wav.
 ``iden_split.txt`` (the identification split) is not needed. A speaker's set comes from the meta csv; without it, VoxCeleb1 uses the published verification test speakers
 (id10270..id10309) and VoxCeleb2 the archive folder (a path part named ``test`` -> test, else dev).
 
@@ -28,9 +29,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from lhotse import CutSet, SupervisionSegment
 
-from mt2kd_lib.data.corpora.scan import recordings_from_files, whole_cut
+from mt2kd_lib.data.corpora.scan import AUDIO_EXTENSIONS, recordings_from_files, whole_cut
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".m4a")
 VOX1_TEST_SPEAKERS = {f"id{n}" for n in range(10270, 10310)}
 # Trial list name -> official file names (the first found wins). "-clean" are the cleaned lists (*2.txt);
 # openslr's voxceleb1_test_v2.txt is the same list as veri_test2.txt.
