@@ -159,7 +159,7 @@ wait_all() {  # wait for this shell's parallel() jobs; fail if any failed
 # DDP: --world-size N spawns N processes (GPUs when present); MUSAN noise mixing when the corpus has MUSAN.
 opt_common=(--max-duration "${max_duration:-300}" --lr-warmup-batches "${lr_warmup_batches:-500}"
             --model-warmup-batches "${model_warmup_batches:-4000}" --base-lr "${base_lr:-0.045}" --num-threads 1
-            --log-interval 20 --world-size "${world_size:-1}")
+            --log-interval 20 --world-size "${world_size:-1}" --spec-augment "${spec_augment:-true}")
 train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_step:-2000}")
 musan_opt=()
 if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
