@@ -124,3 +124,22 @@ def test_missing_corrupt_or_foreign_graphs_are_refused_naming_the_file(tmp_path)
     torch.save({"x": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match=r"foreign\.pt: not a graph"):
         graphs.load_graph(tmp_path / "foreign.pt", "HLG", bpe)
+
+
+def test_lang_stage_of_run_sh_writes_lexicon_lm_and_graphs(tiny_recipe):
+    from lhotse import CutSet
+
+    from mt2kd_lib.data import contract
+
+    lang = tiny_recipe["lang"]
+    manifests = tiny_recipe["data"] / "manifests"
+    train = contract.read_index(manifests)["asr"]["train"]
+    train_words = {w for c in CutSet.from_file(contract.cuts_path(manifests, "asr", train))
+                   for w in c.supervisions[0].text.split()}
+    lex_words = {line.split()[0] for line in (lang / "lexicon.txt").read_text().splitlines()}
+    assert lex_words == train_words  # the training transcripts' words, and only those
+    assert set(arpa_words(lang / "lm_3gram.arpa")) == train_words
+    if graphs.k2_available():
+        assert (lang / "HLG.pt").is_file() and (lang / "HLG.fst").is_file() and (lang / "LG.pt").is_file()
+    else:
+        assert "skipping the k2 graphs" in tiny_recipe["log"] and not (lang / "HLG.pt").exists()
