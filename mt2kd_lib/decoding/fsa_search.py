@@ -91,11 +91,11 @@ def fast_beam_search_nbest_LG(head: TransducerHead, encoder_out: torch.Tensor, e
     lattice = _rnnt_lattice(head, encoder_out, encoder_out_lens, LG, beam, max_states, max_contexts)
     n = encoder_out.size(0)
     nbest = k2.Nbest.from_lattice(lattice, num_paths=num_paths, use_double_scores=True, nbest_scale=nbest_scale)
-    # Each distinct word sequence as an acceptor over words (epsilon self-loops let it skip word-less arcs) ...
+    # Each distinct word sequence as a linear acceptor over words, with epsilon self-loops (and no other epsilon
+    # arcs, which would count an alignment twice) so that it passes the lattice's word-less arcs ...
     words_fsa = k2.invert(nbest.fsa)
     del words_fsa.aux_labels
-    words_fsa.scores.zero_()
-    words_fsa = k2.add_epsilon_self_loops(words_fsa)
+    words_fsa = k2.linear_fsa_with_self_loops(words_fsa)
     # ... intersected with the lattice read on its word side: all token alignments of that word sequence.
     inv_lattice = k2.arc_sort(k2.invert(lattice))
     path_to_utt = nbest.shape.row_ids(1)
