@@ -58,8 +58,10 @@ def peaky_head(v, use_ctc=True):
     return head
 
 
-# "CAG": _ C A G, with T a weaker second choice on the last frame.
-CAG = [{"▁": 3}, {"C": 3}, {"A": 3}, {"G": 3, "T": 1}]
+# "CAG": _ C A G, with T a weaker second choice on the G frame, then a blank frame: k2's RNN-T graph search
+# (fast_beam_search*) ends an utterance by taking the graph's final arc with a blank on its last frame, so an
+# utterance whose every frame emits a token has no complete path there (as in icefall; real audio ends in silence).
+CAG = [{"▁": 3}, {"C": 3}, {"A": 3}, {"G": 3, "T": 1}, {"<blk>": 3}]
 
 
 def test_ctc_greedy_search_merges_repeats_and_drops_blanks():
@@ -83,9 +85,9 @@ def test_hlg_1best_outputs_the_lexicon_word_nearest_to_what_was_heard(lang):
     blank = {"<blk>": 3}
     # Clean "CAT DOG" with blanks between tokens, and "CAG" (no such word): HLG says CAT.
     clean = [f for p in "▁CAT▁DOG" for f in ({p: 3}, blank)]
-    x = torch.cat([frames(sp, clean), torch.cat([frames(sp, CAG), torch.zeros(1, 12, 12)], dim=1)])
+    x = torch.cat([frames(sp, clean), torch.cat([frames(sp, CAG), torch.zeros(1, 16 - len(CAG), 12)], dim=1)])
     lp = (20 * torch.tanh(x)).log_softmax(-1)
-    lens = torch.tensor([16, 4])
+    lens = torch.tensor([16, len(CAG)])
     greedy = [sp.decode(h) for h in ctc_greedy_search(lp, lens)]
     assert greedy == ["CAT DOG", "CAG"]
     hyps = ctc_hlg_1best(lp, lens, HLG)
@@ -100,7 +102,7 @@ def test_fast_beam_search_trivial_graph_is_free_and_lg_is_constrained(lang):
     sp = load_bpe(lang)
     head = peaky_head(sp.get_piece_size(), use_ctc=False)
     x = frames(sp, CAG)
-    lens = torch.tensor([4])
+    lens = torch.tensor([len(CAG)])
     trivial = fast_beam_search(head, x, lens, k2.trivial_graph(head.vocab_size - 1))
     assert trivial == greedy_search_batch(head, x, lens) and sp.decode(trivial[0]) == "CAG"
     LG = graphs.load_graph(lang / "LG.pt", "LG", lang / "bpe.model")
@@ -114,7 +116,7 @@ def test_every_method_by_name_on_the_same_encoder_output(lang):
     sp = load_bpe(lang)
     head = peaky_head(sp.get_piece_size())
     x = frames(sp, CAG)
-    lens = torch.tensor([4])
+    lens = torch.tensor([len(CAG)])
     got = {m: d(x, lens) for m, d in dm.decoders_for(list(dm.METHODS), head, lang).items()}
     assert got == {"greedy_search": [["CAG"]], "modified_beam_search": [["CAG"]], "fast_beam_search": [["CAG"]],
                    "ctc_greedy_search": [["CAG"]], "fast_beam_search_nbest_LG": [["CAT"]],

@@ -49,7 +49,8 @@ def ctc_hlg_1best(log_probs: torch.Tensor, log_probs_lens: torch.Tensor, HLG, se
 def _rnnt_lattice(head: TransducerHead, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor, graph,
                   beam: float, max_states: int, max_contexts: int, temperature: float = 1.0):
     """The lattice of the transducer's frame-synchronous search constrained by ``graph`` (k2 RnntDecodingStreams):
-    at each frame k2 proposes the decoder contexts still alive, we score them with the joiner, k2 prunes."""
+    at each frame k2 proposes the decoder contexts still alive, we score them with the joiner, k2 prunes.
+    k2 enters the graph's final arc with a blank on the utterance's last frame: a path must end in a blank frame."""
     import k2
 
     n, t_max = encoder_out.shape[:2]
