@@ -34,7 +34,10 @@ lost="k2 is not available: the FSA decoding methods (fast_beam_search*, ctc HLG 
 
 if "$py" -c "import k2" >/dev/null 2>&1; then say "k2 already installed"; exit 0; fi
 
-torch_version=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')
+# k2 is built and picked for the installed torch (its wheels pin it): without torch there is nothing to match.
+if ! torch_version=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null); then
+  say "WARNING: $venv has no Python with torch; install torch first (tools/install.sh does). $lost"; exit 0
+fi
 pytag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 mkdir -p "$cache/wheels" "$cache/src"
 
