@@ -19,17 +19,19 @@ exp_dir=                   # default: exp/<recipe name>
 recipe_config=             # default: <recipe>/config.sh
 dry_run=false              # true: print every command instead of running it
 force=false                # true: ignore stage markers and redo the selected stages
+decoding_methods=greedy_search  # stage 9: comma-separated, e.g. greedy_search,fast_beam_search,ctc_hlg_1best
 
 stage_names=(install prepare features lang teachers dump kd finetune baselines evaluate report export)
 usage() {
   cat <<USAGE
 usage: bash run.sh [--recipe egs/mini] [--stage N] [--stop-stage M] [--nj 2] [--data-dir DIR] [--exp-dir DIR]
-                   [--recipe-config FILE] [--dry-run true] [--force true] [--<recipe setting> VALUE ...]
+                   [--recipe-config FILE] [--dry-run true] [--force true] [--decoding-methods M1,M2]
+                   [--<recipe setting> VALUE ...]
 stages:
    0 install    tools/install.sh: virtualenv, torch, lhotse, fast_rnnt, espeak-ng/sox/flite
    1 prepare    <recipe>/prepare.sh writes the manifest contract (mt2kd_lib/data/contract.py); checked + validated
    2 features   80-dim fbank for every split (LilcomChunkyWriter), data/<recipe>/fbank/*_cuts_*.jsonl.gz
-   3 lang       sentencepiece BPE, data/<recipe>/lang_bpe_<N>/{bpe.model,tokens.txt}
+   3 lang       sentencepiece BPE, data/<recipe>/lang_bpe_<N>/{bpe.model,tokens.txt}; lexicon, 3-gram LM, L/LG/HLG graphs
    4 teachers   train / load the three teachers (ASR, AT, SV)
    5 dump       teacher outputs over the KD pool, sharded lilcom archives on lhotse cuts
    6 kd         stage 1: multi-teacher knowledge distillation of the Zipformer2 student
@@ -122,7 +124,11 @@ stage_1() {
 
 stage_2() { run python3 local/compute_fbank.py --manifest-dir "$manifest_dir" --fbank-dir "$fbank_dir" --nj "$nj"; }
 
-stage_3() { run python3 local/prepare_bpe.py --manifest-dir "$manifest_dir" --lang-dir "$lang_dir" --vocab-size "$vocab_size"; }
+stage_3() {
+  run python3 local/prepare_bpe.py --manifest-dir "$manifest_dir" --lang-dir "$lang_dir" --vocab-size "$vocab_size"
+  # Lexicon + word 3-gram (ARPA) from the training transcripts; with k2 also L/LG/HLG (.pt and OpenFst .fst).
+  run python3 local/prepare_lang_graphs.py --manifest-dir "$manifest_dir" --lang-dir "$lang_dir"
+}
 
 # ---- model stages -------------------------------------------------------------------------------------------
 
@@ -269,7 +275,8 @@ stage_8() {
 }
 
 stage_9() {
-  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1
+  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
+    --decoding-methods "$decoding_methods"
 }
 
 stage_10() {

@@ -4,6 +4,7 @@ minDCF with a DET plot) and write <exp-dir>/results.json (the layout mt2kd_lib/r
 
   python local/evaluate.py --exp-dir exp/mini/single_asr --recipe-data data/mini --epoch 10 --avg 3 \
       --decoding-method modified_beam_search --beam-size 4
+  python local/evaluate.py ... --decoding-methods greedy_search,fast_beam_search,ctc_hlg_1best
 """
 
 import argparse
@@ -16,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mt2kd_lib.decoding.methods import METHODS, parse_methods  # noqa: E402
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
 
@@ -29,6 +31,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--avg", type=int, default=1)
     p.add_argument("--task", choices=["asr", "at", "sv", "all"], default="all")
     p.add_argument("--decoding-method", choices=["greedy_search", "modified_beam_search"], default="greedy_search")
+    p.add_argument("--decoding-methods", default=None,
+                   help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "
+                        f"--decoding-method); any of {', '.join(METHODS)}")
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--system", default=None, help="name in the results table (default: the exp dir's name)")
@@ -46,8 +51,9 @@ def main() -> None:
     if missing:
         raise ValueError(f"the model in {args.exp_dir} has no {missing} head (it has {model.tasks})")
     lang_dir = args.lang_dir or next(iter(sorted(args.recipe_data.glob("lang_bpe_*"))), None)
-    res = evaluate_student(model, args.recipe_data, args.exp_dir / args.decoding_method, lang_dir, tasks,
-                           args.decoding_method, args.beam_size)
+    methods = parse_methods(args.decoding_methods or args.decoding_method)
+    res = evaluate_student(model, args.recipe_data, args.exp_dir / methods[0], lang_dir, tasks,
+                           methods[0], args.beam_size, asr_methods=methods)
     res.update(system=args.system or args.exp_dir.name, group=args.group, avg=args.avg)
     (args.exp_dir / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     logging.info(f"results: {json.dumps(res)}")

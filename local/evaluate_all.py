@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mt2kd_lib.decoding.methods import METHODS, parse_methods  # noqa: E402
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model  # noqa: E402
 from mt2kd_lib.training.checkpoint import find_checkpoints  # noqa: E402
 from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
@@ -50,8 +51,9 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
     """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
     lang = sorted(args.recipe_data.glob("lang_bpe_*"))
     model = load_averaged_model(folder, avg=args.avg)
-    res = evaluate_student(model, args.recipe_data, folder / args.decoding_method, lang[0] if lang else None,
-                           tasks, args.decoding_method)
+    methods = parse_methods(args.decoding_methods or args.decoding_method)
+    res = evaluate_student(model, args.recipe_data, folder / methods[0], lang[0] if lang else None,
+                           tasks, methods[0], asr_methods=methods)
     res.update(system=name, group=group, epoch=epoch, avg=args.avg)
     write_json(folder / "results.json", res)
     logging.info(f"{name}: {json.dumps(res)}")
@@ -70,6 +72,9 @@ def main() -> None:
     p.add_argument("--recipe-data", type=Path, required=True)
     p.add_argument("--avg", type=int, default=1)
     p.add_argument("--decoding-method", default="greedy_search", choices=["greedy_search", "modified_beam_search"])
+    p.add_argument("--decoding-methods", default=None,
+                   help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "
+                        f"--decoding-method); any of {', '.join(METHODS)}")
     p.add_argument("--num-jobs", type=int, default=1, help="systems evaluated at once, one process each")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
     args = p.parse_args()

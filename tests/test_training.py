@@ -330,7 +330,8 @@ def test_train_and_evaluate_clis(corpus, tmp_path, monkeypatch):
     for script, argv in (
         ("train.py", ["--task", "multi", "--model-config", str(conf), "--num-epochs", "1", "--max-duration", "10",
                       "--log-interval", "1", "--valid-fraction", "0.25", *common]),
-        ("evaluate.py", ["--epoch", "1", "--avg", "1", "--task", "all", *common]),
+        ("evaluate.py", ["--epoch", "1", "--avg", "1", "--task", "all", *common,
+                         "--decoding-methods", "greedy_search,fast_beam_search,ctc_greedy_search"]),
     ):
         spec = importlib.util.spec_from_file_location(f"local_{script[:-3]}", repo / "local" / script)
         module = importlib.util.module_from_spec(spec)
@@ -346,3 +347,14 @@ def test_train_and_evaluate_clis(corpus, tmp_path, monkeypatch):
     assert 0 <= results["sv"]["eer"]["O"] <= 100 and results["sv"]["min_dcf"]["O"] >= 0
     assert (exp / "greedy_search" / "wer-summary-test.txt").is_file()
     assert (exp / "greedy_search" / "det-sv.png").is_file()
+    # The other decoding methods: run (WER and real-time factor) or recorded with the reason they could not.
+    by_method = results["asr"]["methods"]
+    assert by_method["greedy_search"]["wer"] == results["asr"]["wer"] and by_method["greedy_search"]["rtf"] > 0
+    assert by_method["ctc_greedy_search"] == {"skipped": "needs a CTC head (use_ctc)"}
+    from mt2kd_lib.lang.graphs import k2_available
+
+    if k2_available():
+        assert "wer" in by_method["fast_beam_search"]
+        assert (exp / "fast_beam_search" / "wer-summary-test.txt").is_file()
+    else:
+        assert by_method["fast_beam_search"] == {"skipped": "needs k2"}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent installer for mt2kd.
 #
-#   bash tools/install.sh [--venv DIR] [--with-kaldifeat] [--no-apt]
+#   bash tools/install.sh [--venv DIR] [--with-kaldifeat] [--no-apt] [--k2-source PATH] [--no-k2]
 #
 # Creates a virtualenv (default ./.venv, or $MT2KD_VENV), installs torch (an existing torch is kept),
 # requirements.txt, and builds fast_rnnt (and optionally kaldifeat) from their PyPI sdists with a wheel
 # cache ($MT2KD_CACHE, default ~/.cache/mt2kd) so that a re-install takes seconds.
+# k2 (FSA decoding, k2's pruned RNN-T loss) comes from tools/install_k2.sh: a local source (--k2-source or
+# $MT2KD_K2_SOURCE) built into a cached wheel, else k2's published wheel, else one line saying what is lost.
 # System packages espeak-ng, sox and flite (used to synthesise egs/mini) and ffmpeg (VoxCeleb2 m4a) come from apt
 # when it is usable.
 set -euo pipefail
@@ -14,6 +16,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${MT2KD_VENV:-$repo/.venv}
 cache=${MT2KD_CACHE:-$HOME/.cache/mt2kd}
 with_kaldifeat=false
+with_k2=true
+k2_source=${MT2KD_K2_SOURCE:-}
 use_apt=true
 torch_spec=${MT2KD_TORCH:-torch==2.13.0}
 fast_rnnt_version=1.3
@@ -25,7 +29,9 @@ while [ $# -gt 0 ]; do
     --venv) venv=$2; shift 2 ;;
     --with-kaldifeat) with_kaldifeat=true; shift ;;
     --no-apt) use_apt=false; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --k2-source) k2_source=$2; shift 2 ;;
+    --no-k2) with_k2=false; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -94,7 +100,7 @@ pyinc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 pybind11_src() {
   local dir=$cache/src/pybind11-$pybind11_version
   if [ ! -f "$dir/CMakeLists.txt" ]; then
-    pip download --no-deps --no-binary=:all: -d "$cache/src" "pybind11==$pybind11_version"
+    pip download --no-deps --no-binary pybind11 -d "$cache/src" "pybind11==$pybind11_version"
     tar -xzf "$cache/src/pybind11-$pybind11_version.tar.gz" -C "$cache/src"
   fi
   echo "$dir"
@@ -132,6 +138,10 @@ build_sdist fast-rnnt "$fast_rnnt_version" fast_rnnt FT_CMAKE_ARGS \
 if $with_kaldifeat; then
   build_sdist kaldifeat "$kaldifeat_version" kaldifeat KALDIFEAT_CMAKE_ARGS \
     "-DKALDIFEAT_BUILD_TESTS=OFF $common"
+fi
+
+if $with_k2; then
+  MT2KD_CACHE=$cache MT2KD_K2_SOURCE=$k2_source bash "$repo/tools/install_k2.sh" --venv "$venv"
 fi
 
 say "done. venv=$venv"

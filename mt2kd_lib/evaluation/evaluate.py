@@ -4,6 +4,7 @@ SV scoring takes any ``cut id -> embedding`` function, so an external teacher (r
 exactly like our models."""
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -13,18 +14,17 @@ from lhotse import CutSet
 from tqdm import tqdm
 
 from mt2kd_lib.data import contract
-from mt2kd_lib.data.bpe import load_bpe
 from mt2kd_lib.data.datamodule import make_eval_dl
 from mt2kd_lib.data.features import fbank_cuts_path
 from mt2kd_lib.decoding.asr_results import write_asr_results
-from mt2kd_lib.decoding.beam_search import modified_beam_search
-from mt2kd_lib.decoding.greedy_search import greedy_search_batch
+from mt2kd_lib.decoding.methods import DecodingOptions, decoders_for, result_key
 from mt2kd_lib.metrics.tagging import mean_average_precision, write_at_results
 from mt2kd_lib.metrics.verification import (compute_eer, compute_min_dcf, cosine_scores, plot_det, read_trials,
                                             write_sv_results)
 from mt2kd_lib.models.student import StudentModel
 from mt2kd_lib.training.checkpoint import average_state_dicts, epoch_checkpoints_for_avg, find_checkpoints
 
+FRAMES_PER_SECOND = 100  # fbank frame shift 10 ms
 EmbedFn = Callable[[CutSet], Dict[str, np.ndarray]]
 
 
@@ -57,25 +57,51 @@ def _load(recipe_data: Path, task: str, split: str) -> CutSet:
 
 @torch.no_grad()
 def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Path,
-                 method: str = "greedy_search", beam: int = 4, max_duration: float = 300.0) -> Dict[str, float]:
-    sp = load_bpe(lang_dir)
+                 method: str = "greedy_search", beam: int = 4, max_duration: float = 300.0,
+                 methods: Optional[Sequence[str]] = None, opts: Optional[DecodingOptions] = None) -> Dict[str, dict]:
+    """WER per ASR test set for each decoding method in ``methods`` (default: just ``method``).
+
+    The encoder runs once per batch and every method decodes its output. The first method's result files go to
+    ``res_dir``, each other method's to ``res_dir/../<method>``. Returns ``{method: {"wer": {test: WER},
+    "rtf": real-time factor (encoder + that method)}}``, or ``{method: {"skipped": reason}}`` for a method that
+    cannot run here (e.g. "needs k2"), so that the results say so instead of dropping it.
+    """
+    methods = list(methods or [method])
+    opts = opts or DecodingOptions(beam_size=beam)
     index = contract.read_index(Path(recipe_data) / "manifests")
-    wers = {}
+    decoders = decoders_for(methods, model.asr_head, lang_dir, opts)
+    out: Dict[str, dict] = {}
+    for m, dec in decoders.items():
+        if isinstance(dec, str):
+            logging.warning(f"decoding method {m}: not run ({dec})")
+            out[m] = {"skipped": dec}
+        else:
+            out[m] = {"wer": {}}
+    runnable = {m: d for m, d in decoders.items() if not isinstance(d, str)}
+    seconds = {m: 0.0 for m in runnable}
+    enc_seconds = audio_seconds = 0.0
     for test in _as_list(index["asr"].get("test")):
-        results = []
+        results: Dict[str, list] = {m: [] for m in runnable}
         for batch in tqdm(make_eval_dl(_load(recipe_data, "asr", test), max_duration), desc=f"decode {test}",
                           mininterval=5, leave=False):
-            out, out_lens = model.asr_encoder_out(batch["features"], batch["feature_lens"])
-            if method == "greedy_search":
-                hyps = greedy_search_batch(model.asr_head, out, out_lens)
-            else:
-                hyps = modified_beam_search(model.asr_head, out, out_lens, beam=beam)
-            for cid, ref, hyp in zip(batch["cut_ids"], batch["texts"], hyps):
-                results.append((cid, ref.split(), sp.decode(hyp).split()))
-        key = method if method == "greedy_search" else f"beam_size_{beam}"
-        wers[test] = write_asr_results(res_dir, test, key, results)
-        logging.info(f"WER {test} ({key}): {wers[test]:.2f}%")
-    return wers
+            t0 = time.perf_counter()
+            enc, enc_lens = model.asr_encoder_out(batch["features"], batch["feature_lens"])
+            enc_seconds += time.perf_counter() - t0
+            audio_seconds += float(batch["feature_lens"].sum()) / FRAMES_PER_SECOND
+            for m, decode in runnable.items():
+                t0 = time.perf_counter()
+                hyps = decode(enc, enc_lens)
+                seconds[m] += time.perf_counter() - t0
+                for cid, ref, hyp in zip(batch["cut_ids"], batch["texts"], hyps):
+                    results[m].append((cid, ref.split(), hyp))
+        for m in runnable:
+            key = result_key(m, opts)
+            m_dir = Path(res_dir) if m == methods[0] else Path(res_dir).parent / m
+            out[m]["wer"][test] = write_asr_results(m_dir, test, key, results[m])
+            logging.info(f"WER {test} ({key}): {out[m]['wer'][test]:.2f}%")
+    for m in runnable:
+        out[m]["rtf"] = round((enc_seconds + seconds[m]) / max(audio_seconds, 1e-9), 4)
+    return out
 
 
 @torch.no_grad()
@@ -159,8 +185,11 @@ def teacher_sv_embeddings(teacher, batch_size: int = 8) -> EmbedFn:
 
 def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Optional[Path],
                      tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search",
-                     beam: int = 4) -> dict:
-    """Every supported task of ``model`` in ``tasks``; returns the results.json fragment."""
+                     beam: int = 4, asr_methods: Optional[Sequence[str]] = None) -> dict:
+    """Every supported task of ``model`` in ``tasks``; returns the results.json fragment.
+
+    ASR: ``asr.wer`` is the WER of the first of ``asr_methods`` (default ``[asr_method]``); with several methods,
+    ``asr.methods`` has each one's WER and real-time factor, or why it was not run."""
     res_dir = Path(res_dir)
     res_dir.mkdir(parents=True, exist_ok=True)
     index = contract.read_index(Path(recipe_data) / "manifests")
@@ -168,7 +197,14 @@ def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang
     if "asr" in tasks and model.asr_head is not None and "asr" in index:
         if lang_dir is None:
             raise FileNotFoundError(f"{recipe_data}: no lang_bpe_* folder to decode with; pass lang_dir")
-        results["asr"] = {"wer": evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam)}
+        methods = list(asr_methods or [asr_method])
+        by_method = evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam, methods=methods)
+        first = by_method[methods[0]]
+        if "skipped" in first:
+            raise RuntimeError(f"decoding method {methods[0]}: {first['skipped']}; put a method that can run first")
+        results["asr"] = {"wer": first["wer"]}
+        if len(methods) > 1:
+            results["asr"]["methods"] = by_method
     if "at" in tasks and model.at_head is not None and "at" in index:
         maps = evaluate_at(model_at_scores(model), recipe_data, res_dir)
         results["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}

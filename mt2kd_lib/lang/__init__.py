@@ -1,0 +1,1 @@
+"""Lexicon, word n-gram LM and decoding graphs (L, G, LG, HLG) for the FSA decoding methods."""
