@@ -18,7 +18,14 @@ if not graphs.k2_available():
     pytest.skip("k2 does not import; run tools/install.sh to build it", allow_module_level=True)
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
 
-from test_export import SR, _kaldi_fbank  # noqa: E402  (tests/ is on sys.path)
+from mt2kd_lib.data.features import make_fbank_extractor  # noqa: E402
+
+SR = 16000
+
+
+def _kaldi_fbank(wav: np.ndarray) -> torch.Tensor:
+    """Stage 2's fbank, which is also what sherpa-onnx computes (tests/test_export.py checks that)."""
+    return torch.from_numpy(np.asarray(make_fbank_extractor().extract(wav.astype(np.float32), SR), dtype=np.float32))
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["CAT DOG", "DOG CAT", "CAT CAT DOG", "A CAT", "DOGMA CAT", "CATS DOG", "GOD ACT"] * 5
