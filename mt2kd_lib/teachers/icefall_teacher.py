@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from lhotse import Fbank, FbankConfig
 
+from mt2kd_lib.data.datamodule import encoder_output_frames
 from mt2kd_lib.data.features import NUM_MEL_BINS
 from mt2kd_lib.teachers.base import Teacher, TeacherSpec
 from mt2kd_lib.teachers.checkpoint import ENCODER_FRAME_SHIFT
@@ -91,8 +92,7 @@ class IcefallZipformerTeacher(Teacher):
         return self
 
     def num_frames(self, num_samples: int) -> int:
-        t = int(round(num_samples / 160))
-        return ((t - 7) // 2 + 1) // 2
+        return encoder_output_frames(int(round(num_samples / 160)))  # 100 Hz fbank -> 25 Hz
 
     @torch.no_grad()
     def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
