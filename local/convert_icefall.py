@@ -23,20 +23,17 @@ mt2kd -> icefall (a student trained here, its ASR head and encoder; AT/SV heads 
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.models.icefall_convert import (  # noqa: E402
+from mt2kd_lib.models.icefall_convert import (
     icefall_model_args,
     icefall_to_mt2kd,
     mt2kd_to_icefall,
     read_icefall_checkpoint,
 )
-from mt2kd_lib.training.launch import str2bool  # noqa: E402
+from mt2kd_lib.training.launch import str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:

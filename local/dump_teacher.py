@@ -11,15 +11,11 @@ Example::
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lhotse import CutSet
 
-from lhotse import CutSet  # noqa: E402
-
-from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -10,16 +10,13 @@ minDCF with a DET plot) and write <exp-dir>/results.json (the layout mt2kd_lib/r
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.decoding.methods import METHODS, parse_methods  # noqa: E402
-from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model  # noqa: E402
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.decoding.methods import METHODS, parse_methods
+from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def get_parser() -> argparse.ArgumentParser:

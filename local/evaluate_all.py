@@ -12,19 +12,16 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.decoding.methods import METHODS, parse_methods  # noqa: E402
-from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model  # noqa: E402
-from mt2kd_lib.training.checkpoint import find_checkpoints  # noqa: E402
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.decoding.methods import METHODS, parse_methods
+from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
+from mt2kd_lib.training.checkpoint import find_checkpoints
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def systems(exp_dir: Path):

@@ -16,16 +16,13 @@ The weights are the average of epoch-(epoch-avg+1).pt .. epoch-<epoch>.pt (the l
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.data.contract import class_labels_path  # noqa: E402
-from mt2kd_lib.evaluation.evaluate import load_averaged_model  # noqa: E402
-from mt2kd_lib.export.onnx_export import (  # noqa: E402
+from mt2kd_lib.data.contract import class_labels_path
+from mt2kd_lib.evaluation.evaluate import load_averaged_model
+from mt2kd_lib.export.onnx_export import (
     DEFAULT_LANGUAGE,
     DEFAULT_MAX_SECONDS,
     DEFAULT_OPSET,
@@ -33,7 +30,7 @@ from mt2kd_lib.export.onnx_export import (  # noqa: E402
     export_model,
     file_sizes,
 )
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -7,12 +7,9 @@
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.models.factory import build_student, load_model_config  # noqa: E402
+from mt2kd_lib.models.factory import build_student, load_model_config
 
 
 def sizes(cfg: dict, vocab_size: int, num_classes: int, num_speakers: int) -> dict:

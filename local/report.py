@@ -4,16 +4,13 @@
 import argparse
 import json
 import logging
-import sys
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.report.curves import plot_curves, read_scalar  # noqa: E402
-from mt2kd_lib.report.stage_times import stage_times_table  # noqa: E402
-from mt2kd_lib.report.tables import comparison, comparison_table, load_results, results_table  # noqa: E402
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.report.curves import plot_curves, read_scalar
+from mt2kd_lib.report.stage_times import stage_times_table
+from mt2kd_lib.report.tables import comparison, comparison_table, load_results, results_table
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def main() -> None:

@@ -12,16 +12,13 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.evaluation.evaluate import evaluate_sv, teacher_sv_embeddings  # noqa: E402
-from mt2kd_lib.teachers.registry import build_teacher, load_teachers_config  # noqa: E402
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.evaluation.evaluate import evaluate_sv, teacher_sv_embeddings
+from mt2kd_lib.teachers.registry import build_teacher, load_teachers_config
+from mt2kd_lib.utils.logging import setup_logger
 
 
 def main() -> None:

@@ -39,41 +39,39 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from lhotse import CutSet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.data import contract  # noqa: E402
-from mt2kd_lib.data.bpe import load_bpe  # noqa: E402
-from mt2kd_lib.data.datamodule import (  # noqa: E402
+from mt2kd_lib.data import contract
+from mt2kd_lib.data.bpe import load_bpe
+from mt2kd_lib.data.datamodule import (
     filter_cuts,
     make_spec_augment,
     make_train_dl,
     speaker_map_from_cuts,
 )
-from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens  # noqa: E402
-from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
-from mt2kd_lib.data.soft_labels import load_at_soft_labels  # noqa: E402
-from mt2kd_lib.models.factory import (  # noqa: E402
+from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens
+from mt2kd_lib.data.features import fbank_cuts_path
+from mt2kd_lib.data.soft_labels import load_at_soft_labels
+from mt2kd_lib.models.factory import (
     build_student,
     complete_model_config,
     load_model_config,
     select_tasks,
     speaker_map_from_config,
 )
-from mt2kd_lib.models.kd_init import init_from_kd_checkpoint  # noqa: E402
-from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall  # noqa: E402
-from mt2kd_lib.training.trainer import (  # noqa: E402
+from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
+from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.training.trainer import (
     Trainer,
     cleanup_distributed,
     fix_random_seed,
 )
-from mt2kd_lib.training.launch import (  # noqa: E402
+from mt2kd_lib.training.launch import (
     add_schedule_args,
     init_process,
     launch,
     params_from_args,
     str2bool,
 )
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger
 
 TASKS = {"asr": ["asr"], "at": ["at"], "sv": ["sv"], "multi": ["asr", "at", "sv"]}
 

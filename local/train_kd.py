@@ -18,25 +18,23 @@ from typing import Dict, List
 
 from lhotse import CutSet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.data.datamodule import make_spec_augment, make_train_dl  # noqa: E402
-from mt2kd_lib.data.dataset import MultiTaskDataset  # noqa: E402
-from mt2kd_lib.data.features import fbank_cuts_path  # noqa: E402
-from mt2kd_lib.models.factory import load_model_config  # noqa: E402
-from mt2kd_lib.models.kd_model import build_kd_model  # noqa: E402
-from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall  # noqa: E402
-from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config  # noqa: E402
-from mt2kd_lib.training.trainer import (  # noqa: E402
+from mt2kd_lib.data.datamodule import make_spec_augment, make_train_dl
+from mt2kd_lib.data.dataset import MultiTaskDataset
+from mt2kd_lib.data.features import fbank_cuts_path
+from mt2kd_lib.models.factory import load_model_config
+from mt2kd_lib.models.kd_model import build_kd_model
+from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config
+from mt2kd_lib.training.trainer import (
     Trainer, cleanup_distributed, fix_random_seed)
-from mt2kd_lib.training.launch import (  # noqa: E402
+from mt2kd_lib.training.launch import (
     add_schedule_args,
     init_process,
     launch,
     params_from_args,
     str2bool,
 )
-from mt2kd_lib.utils.logging import setup_logger  # noqa: E402
+from mt2kd_lib.utils.logging import setup_logger
 
 DEFAULT_SCALES = {"asr": 1.0, "at": 1.0, "sv": 10.0}
 

@@ -2,13 +2,11 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 TINY_CORPUS = REPO / "egs/mini/conf/corpus_tiny.yaml"
 TINY_VOCAB = 64
 

@@ -7,6 +7,7 @@ several teachers' fields by cut id.
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import shutil
 import sys
@@ -316,8 +317,10 @@ def test_bad_inputs(tmp_path, data, threads):
 
 
 def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local"))
-    import dump_teacher as cli
+    # local/ holds scripts, not a package: load the CLI module from its file
+    spec = importlib.util.spec_from_file_location("dump_teacher", Path(__file__).resolve().parents[1] / "local/dump_teacher.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
 
     cuts_path = tmp_path / "cuts.jsonl.gz"
     data["cuts"].subset(first=3).to_file(cuts_path)

@@ -1,6 +1,5 @@
 """Teachers loaded from tiny checkpoints in the official formats: shapes, rates, reference agreement, errors."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +7,7 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import teacher_fixtures as fx  # noqa: E402
+import teacher_fixtures as fx  # tests/ is on sys.path (pytest rootdir-less import mode)
 
 SR = 16000
 

@@ -17,17 +17,16 @@ the few ``icefall.utils`` helpers the model files import by small equivalents (f
 
 import argparse
 import contextlib
+import os
 import sys
 import types
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.models.encoder_presets import get_config  # noqa: E402
-from mt2kd_lib.models.factory import build_student  # noqa: E402
-from mt2kd_lib.models.icefall_convert import icefall_to_mt2kd, mt2kd_to_icefall  # noqa: E402
+from mt2kd_lib.models.encoder_presets import get_config
+from mt2kd_lib.models.factory import build_student
+from mt2kd_lib.models.icefall_convert import icefall_to_mt2kd, mt2kd_to_icefall
 
 
 def _provide_missing_modules() -> None:
@@ -132,7 +131,11 @@ def main() -> None:
     recipe = args.icefall_dir / "egs/librispeech/ASR/zipformer"
     if not (recipe / "zipformer.py").is_file():
         raise FileNotFoundError(f"{recipe}/zipformer.py not found: --icefall-dir must be an icefall checkout")
-    sys.path.insert(0, str(recipe))
+    if str(recipe) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        # icefall's recipe modules import each other by bare name (`from scaling import ...`): run again with the
+        # recipe folder on PYTHONPATH rather than editing sys.path
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(recipe), os.environ.get("PYTHONPATH")])))
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     _provide_missing_modules()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

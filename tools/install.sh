@@ -82,6 +82,15 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_sha" ]; then
   did+=("requirements.txt")
 fi
 
+# The library as a package (pyproject.toml): importable from anywhere without PYTHONPATH. Editable, so the checkout's
+# code is what runs; redone when the venv's install points at another checkout.
+installed_at=$(cd / && env -u PYTHONPATH "$py" -c 'import mt2kd_lib, os; print(os.path.dirname(os.path.dirname(os.path.abspath(mt2kd_lib.__file__))))' 2>/dev/null || true)
+if [ "$installed_at" != "$(cd "$repo" && pwd -P)" ]; then
+  say "pip install -e $repo (the mt2kd_lib package)"
+  pip install --no-build-isolation --no-deps -e "$repo"
+  did+=("mt2kd (editable)")
+fi
+
 # Packages whose declared dependencies would drag in CUDA builds (openai-whisper -> triton): installed without
 # them; the light dependencies they really import are in requirements.txt.
 for spec in "openai-whisper==20250625:whisper"; do

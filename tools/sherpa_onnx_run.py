@@ -9,14 +9,11 @@ Output: ``{"<wav>": {"text", "tokens", "probs", "labels", "embedding"}}`` for th
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mt2kd_lib.export.sherpa_run import run_heads  # noqa: E402
+from mt2kd_lib.export.sherpa_run import run_heads
 
 
 def main() -> None:
