@@ -29,6 +29,12 @@ def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Di
     state = ckpt["model"]
     kd_cfg = (ckpt.get("model_config") or {}).get("kd", {})
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = student.encoder.state_dict()
+    for k, v in enc.items():  # before loading anything: name the first tensor that does not fit
+        if k in own and own[k].shape != v.shape:
+            raise ValueError(f"{path}: the KD encoder does not match the student's: {k} is {tuple(v.shape)} in the "
+                             f"checkpoint, {tuple(own[k].shape)} in the student; use the same encoder preset in "
+                             f"both stages")
     missing, unexpected = student.encoder.load_state_dict(enc, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: the KD encoder does not match the student's (missing {missing[:3]}, "
@@ -40,6 +46,14 @@ def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Di
         target = {"at": student.at_head, "sv": student.sv_head}.get(t["task"])
         if target is None or t["kind"] == "frame":
             continue
-        counts[f"{t['task']}_head_from_{t['name']}"] = len(_load_matching(target, head_state, f"KD head {t['name']}"))
+        copied = _load_matching(target, head_state, f"KD head {t['name']}")
+        counts[f"{t['task']}_head_from_{t['name']}"] = len(copied)
+        if len(copied) < len(head_state):
+            # The distilled pooling/embedding is what stage 2 should start from; a head of another shape
+            # silently starts fresh (egs/mini lost ~5 EER points this way), so say how to make them match.
+            logging.warning(f"{path}: the {t['task']} head keeps {len(head_state) - len(copied)} of the KD head "
+                            f"{t['name']}'s {len(head_state)} tensors untransferred (shapes differ): give heads."
+                            f"{t['task']} the KD head's sizes (sv: emb_dim = the teacher's dim {t['dim']}, "
+                            f"attention_channels 128) to start stage 2 from the distilled head")
     logging.info(f"initialised from {path}: {counts}")
     return counts
