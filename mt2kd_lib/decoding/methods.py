@@ -38,7 +38,10 @@ class DecodingOptions:
 
 
 def parse_methods(spec: str) -> List[str]:
-    """``"greedy_search,ctc_hlg_1best"`` -> a list; ValueError naming an unknown method."""
+    """``"greedy_search,ctc_hlg_1best"`` -> a list (``"all"``: every method, greedy_search first); ValueError naming
+    an unknown method."""
+    if spec.strip() == "all":
+        return list(METHODS)
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
