@@ -28,8 +28,9 @@ SAMPLE_RATE = 16000
 WIDE = {"search_beam": 60.0, "output_beam": 30.0, "max_active_states": 100000}  # "exact" reference search
 
 
-def _cause(k2_torch: str, k2_onnx: str, k2_wide: str, sherpa: str) -> str:
-    """Why sherpa-onnx and k2 disagree on one utterance."""
+def _cause(k2_onnx: str, k2_wide: str, sherpa: str) -> str:
+    """Why sherpa-onnx and k2 (on torch's log-probs) disagree on one utterance, from two more k2 decodes: of the
+    ONNX log-probs with the same beams (``k2_onnx``) and with a wide beam (``k2_wide``)."""
     if k2_onnx == sherpa:
         return "numerics: k2 on the ONNX log-probs gives sherpa's transcript (torch vs onnxruntime)"
     if k2_wide == sherpa:
@@ -109,7 +110,7 @@ def compare_sherpa_hlg(model: StudentModel, lang_dir: Path, cuts, onnx_dir: Path
         k2_onnx = words(onnx_lp[k])
         k2_wide = words(onnx_lp[k], **WIDE)
         diffs.append({"cut_id": ids[k], "ref": refs[k], "k2": ours_k, "sherpa_onnx": theirs_k, "k2_onnx": k2_onnx,
-                      "k2_wide_beam": k2_wide, "cause": _cause(ours_k, k2_onnx, k2_wide, theirs_k)})
+                      "k2_wide_beam": k2_wide, "cause": _cause(k2_onnx, k2_wide, theirs_k)})
 
     def wer(hyps: List[str]) -> float:
         return round(compute_wer([r.split() for r in refs], [h.split() for h in hyps])[0], 2)
