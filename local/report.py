@@ -30,7 +30,7 @@ def decoding_section(rows, exp_dir: Path) -> list:
     parity = exp_dir / "mt2kd" / "hlg_parity.json"
     if not table and not parity.is_file():
         return []
-    methods = sorted({m for r in rows for m in r.get("asr", {}).get("methods", {})})
+    methods = list(dict.fromkeys(m for r in rows for m in r.get("asr", {}).get("methods", {})))
     text = ["## Decoding methods", "",
             f"<!-- from the systems' results.json asr.methods (run.sh stage 9 --decoding-methods {','.join(methods)}),"
             f" report by local/report.py at commit {git_commit()} -->",
