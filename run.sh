@@ -19,7 +19,7 @@ exp_dir=                   # default: exp/<recipe name>
 recipe_config=             # default: <recipe>/config.sh
 dry_run=false              # true: print every command instead of running it
 force=false                # true: ignore stage markers and redo the selected stages
-decoding_methods=greedy_search  # stage 9: comma-separated, e.g. greedy_search,fast_beam_search,ctc_hlg_1best
+decoding_methods=${decoding_methods:-}  # stage 9: comma-separated methods or "all" (default: the recipe's, else greedy_search)
 
 stage_names=(install prepare features lang teachers dump kd finetune baselines evaluate report export)
 usage() {
@@ -276,7 +276,7 @@ stage_8() {
 
 stage_9() {
   run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
-    --decoding-methods "$decoding_methods"
+    --decoding-methods "${decoding_methods:-greedy_search}"
 }
 
 stage_10() {

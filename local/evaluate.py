@@ -30,7 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoding-method", choices=["greedy_search", "modified_beam_search"], default="greedy_search")
     p.add_argument("--decoding-methods", default=None,
                    help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "
-                        f"--decoding-method); any of {', '.join(METHODS)}")
+                        f"--decoding-method); any of {', '.join(METHODS)}, or all")
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--system", default=None, help="name in the results table (default: the exp dir's name)")

@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--decoding-method", default="greedy_search", choices=["greedy_search", "modified_beam_search"])
     p.add_argument("--decoding-methods", default=None,
                    help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "
-                        f"--decoding-method); any of {', '.join(METHODS)}")
+                        f"--decoding-method); any of {', '.join(METHODS)}, or all")
     p.add_argument("--num-jobs", type=int, default=1, help="systems evaluated at once, one process each")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
     args = p.parse_args()

@@ -7,7 +7,9 @@
 Writes into ``--out-dir`` (see mt2kd_lib/export/onnx_export.py for the exact inputs/outputs):
   ASR head: encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt  (sherpa-onnx offline transducer layout:
             ``sherpa-onnx-offline --encoder=encoder.onnx --decoder=decoder.onnx --joiner=joiner.onnx
-            --tokens=tokens.txt a.wav``)
+            --tokens=tokens.txt a.wav``); with a CTC branch (use_ctc) also ctc.onnx, decoded by sherpa-onnx with
+            the lang dir's HLG.fst (``from_zipformer_ctc(model=ctc.onnx, ..., ctc_graph=HLG.fst)``;
+            tools/compare_sherpa_hlg.py checks it against k2)
   AT head:  tagger.onnx (+ class_labels_indices.csv with --manifest-dir; sherpa-onnx zipformer audio tagging layout)
   SV head:  speaker.onnx (fbank -> embedding; sherpa-onnx speaker embedding extractor layout)
 README.md ("Deploying with sherpa-onnx") shows the sherpa-onnx Python calls for each.

@@ -4,13 +4,52 @@
 import argparse
 import json
 import logging
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
 from mt2kd_lib.report.curves import plot_curves, read_scalar
+from mt2kd_lib.report.decoding import decoding_table, parity_table
 from mt2kd_lib.report.stage_times import stage_times_table
 from mt2kd_lib.report.tables import comparison, comparison_table, load_results, results_table
 from mt2kd_lib.utils.logging import setup_logger
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def decoding_section(rows, exp_dir: Path) -> list:
+    """'Decoding methods' (when stage 9 decoded with several methods) and the HLG deployment parity (when
+    tools/compare_sherpa_hlg.py wrote <exp-dir>/mt2kd/hlg_parity.json)."""
+    table = decoding_table(rows)
+    parity = exp_dir / "mt2kd" / "hlg_parity.json"
+    if not table and not parity.is_file():
+        return []
+    methods = list(dict.fromkeys(m for r in rows for m in r.get("asr", {}).get("methods", {})))
+    text = ["## Decoding methods", "",
+            f"<!-- from the systems' results.json asr.methods (run.sh stage 9 --decoding-methods {','.join(methods)}),"
+            f" report by local/report.py at commit {git_commit()} -->",
+            "WER per decoding method of MT2KD and of the best baseline for that method (lowest WER among the single-task "
+            "and multi-task-from-scratch students); RTF = (encoder + search) seconds / audio seconds, one thread, "
+            "all methods timed in the same run on the same encoder output.", ""]
+    if table:
+        text += [table, ""]
+    if parity.is_file():
+        res = json.loads(parity.read_text())
+        causes = sorted({d["cause"] for d in res["differences"]})
+        text += ["### Deployment parity: sherpa-onnx CTC + HLG.fst vs k2 HLG 1-best", "",
+                 f"<!-- tools/compare_sherpa_hlg.py --exp-dir {res.get('exp_dir')} --lang-dir {res.get('lang_dir')} "
+                 f"--cuts {res.get('cuts')} -->",
+                 f"The exported ctc.onnx with HLG.fst in sherpa-onnx and our k2 decode of the same audio "
+                 f"(`{parity}`): {res['num_identical']} of {res['num_utts']} transcripts identical.", "",
+                 parity_table(res), ""]
+        text += [f"Differences: {', '.join(causes)}.", ""] if causes else []
+    return text
 
 
 def main() -> None:
@@ -57,6 +96,8 @@ def main() -> None:
         stage_times_table([(args.data_dir or args.exp_dir) / ".done", args.exp_dir / ".done"]),
         "",
     ]
+    at = text.index(f"Training curves: `{plot}`.")
+    text[at:at] = decoding_section(rows, args.exp_dir)
     if notes.is_file():
         text += [notes.read_text()]
     args.out.write_text("\n".join(text))

@@ -126,6 +126,10 @@ def test_cli_writes_every_head_with_sizes_and_metadata(exported: Dict) -> None:
         assert (out / name).is_file(), name
         assert name in exported["stdout"]  # the size table lists every file
     assert "total" in exported["stdout"] and "MB" in exported["stdout"]
+    # The CTC branch (use_ctc in student_tiny.yaml), for sherpa-onnx with HLG.fst (tests/test_k2_sherpa_hlg.py).
+    assert exported["model"].asr_head.ctc_output is not None
+    assert (out / "ctc.onnx").is_file() and "ctc.onnx" in exported["stdout"]
+    assert _meta(out / "ctc.onnx")["model_type"] == "zipformer2_ctc"
     assert (out / "tokens.txt").read_text() == (exported["lang"] / "tokens.txt").read_text()
 
     model: StudentModel = exported["model"]

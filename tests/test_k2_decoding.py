@@ -133,3 +133,13 @@ def test_methods_that_cannot_run_say_why(lang, monkeypatch):
     assert got["fast_beam_search"] == got["fast_beam_search_nbest_LG"] == "needs k2"
     with pytest.raises(ValueError, match="unknown decoding method"):
         dm.parse_methods("greedy_search,beam_search")
+
+
+def test_hlg_parity_differences_are_attributed_to_numerics_or_pruning():
+    from mt2kd_lib.decoding.hlg_parity import _cause
+
+    # (k2 on the ONNX log-probs, k2 with a wide beam, sherpa-onnx); k2 on torch's log-probs said something else
+    assert _cause("B", "B", "B").startswith("numerics")
+    assert _cause("A", "B", "B").startswith("k2 pruning")
+    assert _cause("A", "A", "B").startswith("sherpa-onnx pruning")
+    assert _cause("A", "C", "B").startswith("unexplained")

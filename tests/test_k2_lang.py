@@ -124,6 +124,18 @@ def test_missing_corrupt_or_foreign_graphs_are_refused_naming_the_file(tmp_path)
     torch.save({"x": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match=r"foreign\.pt: not a graph"):
         graphs.load_graph(tmp_path / "foreign.pt", "HLG", bpe)
+    # The OpenFst copies (what sherpa-onnx reads) are checked through the graphs.json written beside them.
+    assert graphs.check_openfst_graph(lang / "HLG.fst", bpe) == lang / "HLG.fst"
+    with pytest.raises(ValueError, match=r"a/HLG\.fst: not built for .*b/bpe\.model"):
+        graphs.check_openfst_graph(lang / "HLG.fst", other / "bpe.model")
+    with pytest.raises(FileNotFoundError, match=r"nope\.fst"):
+        graphs.check_openfst_graph(lang / "nope.fst", bpe)
+    (lang / "HLG.fst").write_bytes((lang / "HLG.fst").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"HLG\.fst: not a readable OpenFst graph"):
+        graphs.check_openfst_graph(lang / "HLG.fst", bpe)
+    (lang / "graphs.json").unlink()
+    with pytest.raises(ValueError, match=r"HLG\.fst: cannot tell which BPE model"):
+        graphs.check_openfst_graph(lang / "HLG.fst", bpe)
 
 
 def test_lang_stage_of_run_sh_writes_lexicon_lm_and_graphs(tiny_recipe):

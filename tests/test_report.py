@@ -65,3 +65,34 @@ def test_stage_times_table_overlapping_stages(tmp_path):
     assert lines[5] == "| 10 report | | done by hand | |"
     # 60 s + 10:01:40 -> 10:06:00 (260 s): not the 510 s sum of the stages, nor the 20 s gap between them
     assert lines[6] == "| **all** (overlaps once) | 10:00:00 | 10:06:00 | **320** (5 min 20 s) |"
+
+
+def test_decoding_table_best_baseline_per_method_and_skipped_methods(tmp_path):
+    from mt2kd_lib.report.decoding import decoding_table, parity_table
+
+    def asr(greedy, hlg, rtf):
+        hlg_entry = {"wer": {"test": hlg}, "rtf": rtf} if hlg is not None else {"skipped": "needs k2"}
+        return {"wer": {"test": greedy}, "methods": {"greedy_search": {"wer": {"test": greedy}, "rtf": rtf / 2},
+                                                     "ctc_hlg_1best": hlg_entry}}
+
+    rows = _write(tmp_path, [
+        {"system": "mt2kd", "group": "mt2kd", "asr": asr(50.0, 40.0, 0.2)},
+        {"system": "single_asr", "group": "single-task", "asr": asr(20.0, 30.0, 0.4)},
+        {"system": "multitask_scratch", "group": "multi-task", "asr": asr(80.0, 25.0, 0.6)},
+        {"system": "teacher_asr", "group": "teacher", "asr": asr(5.0, 4.0, 1.0)},  # never the baseline
+        {"system": "single_at", "group": "single-task", "at": {"mAP": 0.5}},
+    ])
+    lines = decoding_table(rows).splitlines()
+    assert lines[0] == ("| method | mt2kd WER test (%) | mt2kd RTF | best baseline | baseline WER test (%) | "
+                        "baseline RTF |")
+    # The best baseline is chosen per method: single_asr for greedy search, multitask_scratch for HLG.
+    assert lines[2] == "| greedy_search | 50.00 | 0.100 | single_asr | 20.00 | 0.200 |"
+    assert lines[3] == "| ctc_hlg_1best | 40.00 | 0.200 | multitask_scratch | 25.00 | 0.600 |"
+    # A method that could not run is shown with its reason, not dropped.
+    mt2kd = next(r for r in rows if r["system"] == "mt2kd")
+    mt2kd["asr"] = asr(50.0, None, 0.2)
+    assert "| ctc_hlg_1best | not run: needs k2 |  | multitask_scratch | 25.00 | 0.600 |" in decoding_table(rows)
+    assert decoding_table([r for r in rows if r["system"] == "single_at"]) == ""
+    res = {"num_utts": 300, "num_identical": 297, "agreement": 0.99, "wer": {"k2_hlg_1best": 40.0,
+           "sherpa_onnx_hlg": 40.1}, "rtf": {"k2_hlg_1best": 0.05, "sherpa_onnx_hlg": 0.03}}
+    assert parity_table(res).splitlines()[3] == "| sherpa-onnx CTC + HLG.fst | 40.10 | 0.030 | 297/300 (99.0%) |"

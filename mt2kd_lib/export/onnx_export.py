@@ -374,7 +374,8 @@ def export_speaker(model: StudentModel, path: PathLike, opset: int = DEFAULT_OPS
 def export_model(model: StudentModel, out_dir: PathLike, tokens: Optional[PathLike] = None,
                  class_labels: Optional[PathLike] = None, opset: int = DEFAULT_OPSET,
                  max_seconds: float = DEFAULT_MAX_SECONDS, language: str = DEFAULT_LANGUAGE) -> Dict[str, Path]:
-    """Export every head the model has into ``out_dir``; returns ``name -> path`` of the files written.
+    """Export every head the model has into ``out_dir``; returns ``name -> path`` of the files written
+    (the ASR head's CTC branch, when it has one, as ctc.onnx).
 
     ``tokens`` (tokens.txt) is required when the model has an ASR head; ``class_labels``
     (class_labels_indices.csv) is optional and only written for the AT head; ``language`` goes into the speaker
@@ -389,6 +390,10 @@ def export_model(model: StudentModel, out_dir: PathLike, tokens: Optional[PathLi
     files: Dict[str, Path] = {}
     if model.asr_head is not None:
         files.update(export_transducer(model, out_dir, tokens, opset, max_seconds, _copied=True))
+        if model.asr_head.ctc_output is not None:  # the CTC branch, for sherpa-onnx's CTC + HLG.fst decoding
+            from mt2kd_lib.export.onnx_ctc import export_ctc  # onnx_ctc imports this module
+
+            files["ctc"] = export_ctc(model, out_dir, tokens, opset, max_seconds)["ctc"]
     if model.at_head is not None:
         files.update(export_tagger(model, out_dir / "tagger.onnx", opset, max_seconds, class_labels, _copied=True))
     if model.sv_head is not None:

@@ -107,6 +107,31 @@ def load_graph(path: Path, kind: str, bpe_model: Path, device: Optional[torch.de
     return fsa.to(device) if device is not None else fsa
 
 
+def check_openfst_graph(path: Path, bpe_model: Path) -> Path:
+    """``path`` (an OpenFst graph of the lang stage, e.g. HLG.fst) after checking that the graphs.json next to it
+    records ``bpe_model``'s hash (an OpenFst file cannot hold it) and that OpenFst can read it (sherpa-onnx would end
+    the process on a bad file). FileNotFoundError / ValueError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such graph; run the lang stage (run.sh stage 3) with k2 installed")
+    manifest = path.parent / GRAPHS_JSON
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot tell which BPE model it was built for ({manifest}: "
+                         f"{type(exc).__name__}: {exc})") from None
+    want = file_sha256(bpe_model)
+    if path.name not in info.get("openfst_graphs", []) or info.get("bpe_sha256") != want:
+        raise ValueError(f"{path}: not built for {bpe_model} (sha256 {want[:12]}...; {manifest} records "
+                         f"{str(info.get('bpe_sha256'))[:12]}... for {info.get('openfst_graphs', [])}); "
+                         f"rebuild the graphs with run.sh stage 3")
+    import kaldifst
+
+    if kaldifst.StdVectorFst.read(str(path)) is None:  # kaldifst returns None (and logs) for a corrupt file
+        raise ValueError(f"{path}: not a readable OpenFst graph (corrupt or truncated); rebuild it with run.sh stage 3")
+    return path
+
+
 def fsa_to_openfst_text(fsa, ilabel_offset: int = 0) -> str:
     """OpenFst text (tropical costs = -scores) of a k2 FSA or FST.
 
