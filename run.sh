@@ -170,6 +170,11 @@ train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_s
 musan_opt=()
 if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
 train_common+=("${musan_opt[@]}")
+# --streaming true: the MT2KD student (KD and fine-tuning) gets a causal encoder trained with random chunk sizes.
+streaming_opt=()
+if [ "${streaming:-false}" = true ]; then
+  streaming_opt=(--causal true --chunk-size "${chunk_size:-16,32,64,-1}" --left-context-frames "${left_context_frames:-64,128,256,-1}")
+fi
 
 stage_4() {
   if [ "${teachers_mode:-train}" = pretrained ]; then
@@ -216,7 +221,7 @@ kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 trainin
   if [ "$3" != true ]; then dir=$exp_dir/teacher_outputs_all; fi
   cmd=(python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$dir" --teachers "$2" --mask-by-task "$3"
        --model-config "$student_config" --exp-dir "$exp_dir/$1/kd" --num-epochs "$kd_epochs" "${opt_common[@]}"
-       "${musan_opt[@]}")
+       "${musan_opt[@]}" "${streaming_opt[@]}")
 }
 
 finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 training of $exp_dir/NAME
@@ -224,7 +229,7 @@ finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 
   cmd=(python3 local/train.py --task multi --model-config "$student_config"
        --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale"
        --exp-dir "$exp_dir/$1" --num-epochs "$finetune_epochs"
-       --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}")
+       --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}" "${streaming_opt[@]}")
   if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
     names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
     for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
