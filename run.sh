@@ -282,6 +282,10 @@ stage_8() {
 stage_9() {
   run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
     --decoding-methods "$decoding_methods"
+  if [ "${streaming:-false}" = true ]; then  # the causal MT2KD student, chunk by chunk (streaming_results.md)
+    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" \
+      --chunk-sizes "${streaming_eval_chunks:-16,32}" --left-context-frames "${streaming_eval_left_context:-64}"
+  fi
 }
 
 stage_10() {
@@ -290,9 +294,14 @@ stage_10() {
 }
 
 stage_11() {
+  local streaming_export=()  # sherpa-onnx OnlineRecognizer files for the first streaming_eval_chunks entry
+  if [ "${streaming:-false}" = true ]; then
+    streaming_export=(--streaming-chunk-size "${streaming_eval_chunks%%,*}"
+                      --streaming-left-context-frames "${streaming_eval_left_context:-64}")
+  fi
   # ONNX in sherpa-onnx's layouts: encoder/decoder/joiner (+ tokens.txt), tagger.onnx, speaker.onnx.
   run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --lang-dir "$lang_dir" \
-    --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx"
+    --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx" "${streaming_export[@]}"
 }
 
 
