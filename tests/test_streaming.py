@@ -168,3 +168,30 @@ def test_iter_chunks_covers_every_frame(encoder) -> None:
     assert all(c.features.shape == (3, 45, 80) for c in chunks)
     assert torch.equal(chunks[1].features[0], x[0, 32:77])
     assert chunks[-1].feature_lens.tolist()[2] == 0
+
+
+def test_streaming_training_options_make_the_encoder_causal() -> None:
+    import argparse
+
+    from mt2kd_lib.models.encoder_presets import causal_encoder_config, get_config
+    from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
+
+    p = argparse.ArgumentParser()
+    add_streaming_args(p)
+    model_cfg = {"encoder": {"preset": "tiny", "dropout": 0.0}, "heads": {}}
+    assert apply_streaming_args(model_cfg, p.parse_args([])) is model_cfg  # default: unchanged (non-streaming)
+    args = p.parse_args(["--causal", "true", "--chunk-size", "16,32,-1", "--left-context-frames", "64,-1"])
+    cfg = get_config(apply_streaming_args(model_cfg, args)["encoder"])
+    assert cfg.causal and cfg.chunk_size == (16, 32, -1) and cfg.left_context_frames == (64, -1)
+    assert cfg.dropout == 0.0 and cfg.encoder_dim == get_config("tiny").encoder_dim  # the rest is kept
+    with pytest.raises(ValueError, match="chunk size 12 .*multiple of 8"):
+        causal_encoder_config("tiny", (12, -1), (64,))
+    with pytest.raises(ValueError, match="left context 60"):
+        causal_encoder_config("tiny", (16,), (60,))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--chunk-size", "16,x"])
+    # training draws one chunk setting per batch from the lists (icefall's scheme); eval uses the first entries
+    enc = build_encoder(cfg).train()
+    seen = {enc.encoder.get_chunk_info() for _ in range(200)}
+    assert seen == {(16, 4), (16, -1), (32, 2), (32, -1), (-1, -1)}
+    assert enc.eval().encoder.get_chunk_info() == (16, 4)
