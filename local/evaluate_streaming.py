@@ -9,7 +9,6 @@ chunk-by-chunk decoding, the real-time factor and latency of chunked decoding, a
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import torch
