@@ -4,6 +4,10 @@ A stream of fbank frames is cut into chunks of ``chunk_input_frames(C)`` frames 
 (C = chunk size in 50 Hz frames); the encoder's states carry the left context from one chunk to the next. This is
 how a live stream is processed (icefall's streaming_decode.py, sherpa-onnx's OnlineRecognizer), written here for
 a padded batch of utterances known in advance: tests and offline measurements of streaming accuracy.
+
+Equivalence with the full pass ``forward(chunk_size=C, left_context_chunks=L // C)``: exact (up to float rounding)
+when L is a multiple of C, except for an utterance shorter than one chunk, where the full pass (as icefall's)
+scales its chunk-wise convolutions for a chunk of the utterance's length, the streaming pass for a whole chunk.
 """
 
 from dataclasses import dataclass
