@@ -170,6 +170,11 @@ train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_s
 musan_opt=()
 if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
 train_common+=("${musan_opt[@]}")
+# --streaming true: the MT2KD student (KD and fine-tuning) gets a causal encoder trained with random chunk sizes.
+streaming_opt=()
+if [ "${streaming:-false}" = true ]; then
+  streaming_opt=(--causal true --chunk-size "${chunk_size:-16,32,64,-1}" --left-context-frames "${left_context_frames:-64,128,256,-1}")
+fi
 
 stage_4() {
   if [ "${teachers_mode:-train}" = pretrained ]; then
@@ -216,7 +221,7 @@ kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 trainin
   if [ "$3" != true ]; then dir=$exp_dir/teacher_outputs_all; fi
   cmd=(python3 local/train_kd.py --recipe-data "$data_dir" --teacher-dir "$dir" --teachers "$2" --mask-by-task "$3"
        --model-config "$student_config" --exp-dir "$exp_dir/$1/kd" --num-epochs "$kd_epochs" "${opt_common[@]}"
-       "${musan_opt[@]}")
+       "${musan_opt[@]}" "${streaming_opt[@]}")
 }
 
 finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 training of $exp_dir/NAME
@@ -224,7 +229,7 @@ finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 
   cmd=(python3 local/train.py --task multi --model-config "$student_config"
        --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale"
        --exp-dir "$exp_dir/$1" --num-epochs "$finetune_epochs"
-       --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}")
+       --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}" "${streaming_opt[@]}")
   if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
     names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
     for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
@@ -277,6 +282,10 @@ stage_8() {
 stage_9() {
   run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
     --decoding-methods "${decoding_methods:-greedy_search}"
+  if [ "${streaming:-false}" = true ]; then  # the causal MT2KD student, chunk by chunk (streaming_results.md)
+    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" \
+      --chunk-sizes "${streaming_eval_chunks:-16,32}" --left-context-frames "${streaming_eval_left_context:-64}"
+  fi
 }
 
 stage_10() {
@@ -285,9 +294,14 @@ stage_10() {
 }
 
 stage_11() {
+  local streaming_export=()  # sherpa-onnx OnlineRecognizer files for the first streaming_eval_chunks entry
+  if [ "${streaming:-false}" = true ]; then
+    streaming_export=(--streaming-chunk-size "${streaming_eval_chunks%%,*}"
+                      --streaming-left-context-frames "${streaming_eval_left_context:-64}")
+  fi
   # ONNX in sherpa-onnx's layouts: encoder/decoder/joiner (+ tokens.txt), tagger.onnx, speaker.onnx.
   run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --lang-dir "$lang_dir" \
-    --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx"
+    --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx" "${streaming_export[@]}"
 }
 
 

@@ -12,6 +12,8 @@ Writes into ``--out-dir`` (see mt2kd_lib/export/onnx_export.py for the exact inp
             tools/compare_sherpa_hlg.py checks it against k2)
   AT head:  tagger.onnx (+ class_labels_indices.csv with --manifest-dir; sherpa-onnx zipformer audio tagging layout)
   SV head:  speaker.onnx (fbank -> embedding; sherpa-onnx speaker embedding extractor layout)
+  --streaming-chunk-size C (causal models): streaming/{encoder,decoder,joiner}.onnx + tokens.txt for sherpa-onnx's
+            OnlineRecognizer with chunks of C 50 Hz frames (mt2kd_lib/export/onnx_streaming.py)
 README.md ("Deploying with sherpa-onnx") shows the sherpa-onnx Python calls for each.
 The weights are the average of epoch-(epoch-avg+1).pt .. epoch-<epoch>.pt (the last epoch when --epoch is omitted).
 """
@@ -48,6 +50,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                    help="longest input the exported encoder accepts (its position table is sized for it)")
     p.add_argument("--language", default=DEFAULT_LANGUAGE, help="speaker.onnx metadata (sherpa-onnx requires one)")
+    p.add_argument("--streaming-chunk-size", type=int, default=0,
+                   help="> 0 (causal models): also the streaming transducer, chunks of this many 50 Hz frames, "
+                        "into <out-dir>/streaming")
+    p.add_argument("--streaming-left-context-frames", type=int, default=64, help="its left context (50 Hz frames)")
     return p
 
 
@@ -75,10 +81,16 @@ def main() -> None:
 
     files = export_model(model, out_dir, tokens=tokens, class_labels=labels, opset=args.opset,
                          max_seconds=args.max_seconds, language=args.language)
+    if args.streaming_chunk_size > 0:
+        from mt2kd_lib.export.onnx_streaming import export_streaming_transducer
+
+        streaming = export_streaming_transducer(model, out_dir / "streaming", tokens, args.streaming_chunk_size,
+                                                args.streaming_left_context_frames, opset=args.opset)
+        files.update({f"streaming_{k}": v for k, v in streaming.items()})
     sizes = file_sizes(files)
     print(f"exported {len(files)} file(s) to {out_dir}:")
     for name, path in files.items():
-        print(f"  {path.name:<28} {sizes[name] / 1e6:9.3f} MB")
+        print(f"  {str(Path(path).relative_to(out_dir)):<28} {sizes[name] / 1e6:9.3f} MB")
     print(f"  {'total':<28} {sum(sizes.values()) / 1e6:9.3f} MB")
 
 

@@ -59,6 +59,7 @@ from mt2kd_lib.models.factory import (
 )
 from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
 from mt2kd_lib.training.trainer import (
     Trainer,
     cleanup_distributed,
@@ -124,6 +125,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--at-soft-weight", type=float, default=None,
                    help="with --at-soft-labels: AT target = W * teacher probs + (1 - W) * hard labels (default 1)")
     add_icefall_init_args(p)
+    add_streaming_args(p)
     return p
 
 
@@ -261,6 +263,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
         args.lang_dir = find_lang_dir(args.recipe_data)
     sp = load_bpe(args.lang_dir) if "asr" in tasks else None
     model_cfg = select_tasks(load_model_config(args.model_config), tasks)
+    model_cfg = apply_streaming_args(model_cfg, args)
     train_dl, valid_dl, cfg = prepare_data(args, tasks, sp, rank, world_size, model_cfg)
     fix_random_seed(args.seed)
     model = build_student(cfg)

@@ -24,6 +24,7 @@ from mt2kd_lib.data.features import fbank_cuts_path
 from mt2kd_lib.models.factory import load_model_config
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
 from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config
 from mt2kd_lib.training.trainer import (
     Trainer, cleanup_distributed, fix_random_seed)
@@ -63,6 +64,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-size", type=int, default=1, help="DDP processes to spawn (torchrun also works)")
     p.add_argument("--master-port", type=int, default=12356)
     add_icefall_init_args(p, with_head=False)  # the KD student has no transducer head
+    add_streaming_args(p)
     return p
 
 
@@ -103,6 +105,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
                  f"{sum(c.duration for c in cuts) / 3600:.2f} h")
 
     model_cfg = load_model_config(args.model_config)
+    model_cfg = apply_streaming_args(model_cfg, args)
     cfg = {"encoder": model_cfg["encoder"], "kd": {"mask_by_task": args.mask_by_task, "teachers": teachers}}
     musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
     ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,

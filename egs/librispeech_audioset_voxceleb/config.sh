@@ -51,6 +51,12 @@ ablations=${ablations:-false}
 train_jobs=${train_jobs:-1}
 avg=${avg:-5}
 publish_results=${publish_results:-true}
+# streaming MT2KD student (issue 15; icefall's zipformer streaming defaults, 50 Hz frames, see egs/mini/config.sh)
+streaming=${streaming:-false}
+chunk_size=${chunk_size:-16,32,64,-1}
+left_context_frames=${left_context_frames:-64,128,256,-1}
+streaming_eval_chunks=${streaming_eval_chunks:-16,32}
+streaming_eval_left_context=${streaming_eval_left_context:-128}
 world_size=${world_size:-8}                                 # GPUs per training run (DDP); multi-node: torchrun
 use_musan=${use_musan:-true}                                # MUSAN noise mixing in KD and fine-tuning
 dump_jobs=${dump_jobs:-8}                                   # teacher-dump workers, one per device below

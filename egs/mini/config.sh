@@ -35,3 +35,9 @@ avg=${avg:-1}                                              # checkpoints average
 # time of greedy search (~+3 min of stage 9 on the 2-core machine, see RESULTS_NOTES.md), so the default is greedy.
 decoding_methods=${decoding_methods:-greedy_search}
 publish_results=${publish_results:-true}                   # stage 10 copies RESULTS.md into the recipe folder
+# ---- streaming (issue 15) ----
+streaming=${streaming:-false}                              # true: causal MT2KD student (KD + fine-tuning) trained with random chunks
+chunk_size=${chunk_size:-16,32,64,-1}                      # training chunk sizes, 50 Hz frames (-1: full context), one per batch
+left_context_frames=${left_context_frames:-64,128,256,-1}  # training left contexts, 50 Hz frames, one per batch
+streaming_eval_chunks=${streaming_eval_chunks:-16,32}      # stage 9 streaming decoding: 320 ms and 640 ms chunks
+streaming_eval_left_context=${streaming_eval_left_context:-64} # its left context (50 Hz frames)

@@ -73,16 +73,39 @@ def modified_beam_search(
     if beam < 1:
         raise ValueError(f"modified_beam_search: beam must be >= 1, got {beam}")
     _check_decode_inputs(head, encoder_out, encoder_out_lens)
-    n, t_max = encoder_out.shape[:2]
-    device = encoder_out.device
-    blank, ctx = head.blank_id, head.context_size
-    vocab = head.vocab_size
+    beams = beam_init(head, encoder_out.shape[0])
+    beams = beam_step(head, beams, encoder_out, encoder_out_lens, beam, unk_id)
+    return beam_best(head, beams)
 
+
+def beam_init(head: TransducerHead, n: int) -> List[HypothesisList]:
+    """Start hypotheses of N streams: icefall's start context (greedy_search.py)."""
     beams: List[HypothesisList] = []
     for _ in range(n):
         hl = HypothesisList()
-        hl.add(Hypothesis(ys=(-1,) * (ctx - 1) + (blank,), log_prob=0.0))  # icefall's start (greedy_search.py)
+        hl.add(Hypothesis(ys=(-1,) * (head.context_size - 1) + (head.blank_id,), log_prob=0.0))
         beams.append(hl)
+    return beams
+
+
+def beam_best(head: TransducerHead, beams: List[HypothesisList]) -> List[List[int]]:
+    """Token ids of each stream's best hypothesis."""
+    return [list(b.best().ys[head.context_size:]) for b in beams]
+
+
+@torch.no_grad()
+def beam_step(head: TransducerHead, beams: List[HypothesisList], encoder_out: torch.Tensor,
+              encoder_out_lens: torch.Tensor, beam: int = 4, unk_id: Optional[int] = None) -> List[HypothesisList]:
+    """Continue each stream's hypotheses over its next encoder_out_lens frames of encoder_out (N, T, encoder_dim)
+    (a whole utterance, or one chunk of a stream)."""
+    _check_decode_inputs(head, encoder_out, encoder_out_lens)
+    n, t_max = encoder_out.shape[:2]
+    if len(beams) != n:
+        raise ValueError(f"beam_step: {len(beams)} hypothesis lists for a batch of {n}")
+    device = encoder_out.device
+    blank, ctx = head.blank_id, head.context_size
+    vocab = head.vocab_size
+    beams = list(beams)
     enc_proj = head.joiner.encoder_proj(encoder_out)  # (N, T, J)
     lens = encoder_out_lens.tolist()
 
@@ -118,5 +141,4 @@ def modified_beam_search(
                 ys = h.ys if keep else h.ys + (tok,)
                 new_list.add(Hypothesis(ys=ys, log_prob=lp))
             beams[i] = new_list
-
-    return [list(b.best().ys[ctx:]) for b in beams]
+    return beams

@@ -1,5 +1,6 @@
 """Batched greedy search for the stateless transducer (max one symbol per frame, as icefall)."""
 
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -17,6 +18,57 @@ def _check_decode_inputs(head: TransducerHead, encoder_out: torch.Tensor, encode
     bad = ((encoder_out_lens < 0) | (encoder_out_lens > t)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(f"decoding: encoder_out_lens out of [0, {t}] for utterance(s) {bad}")
+
+
+@dataclass
+class GreedyState:
+    """Greedy search of N streams so far: emitted tokens, decoder context (N, context_size) and output (N, J)."""
+
+    hyps: List[List[int]]
+    context: torch.Tensor
+    dec_out: torch.Tensor
+
+
+def greedy_init(head: TransducerHead, n: int, device: torch.device) -> GreedyState:
+    """Start state of N streams."""
+    # icefall's start context: (ctx - 1) "nothing" ids (-1, a zero embedding) then blank. With our own models the
+    # blank embedding is zero too (padding_idx); an icefall-trained decoder's is not, and this matches icefall.
+    context = torch.full((n, head.context_size), -1, dtype=torch.int64, device=device)
+    context[:, -1] = head.blank_id
+    dec_out = head.joiner.decoder_proj(head.decoder(context, need_pad=False)).squeeze(1)  # (N, J)
+    return GreedyState([[] for _ in range(n)], context, dec_out)
+
+
+@torch.no_grad()
+def greedy_step(head: TransducerHead, state: GreedyState, encoder_out: torch.Tensor,
+                encoder_out_lens: torch.Tensor, unk_id: Optional[int] = None) -> GreedyState:
+    """Continue ``state`` over the next frames of each stream: encoder_out (N, T, encoder_dim), of which the first
+    encoder_out_lens (N,) are valid (a whole utterance, or one chunk of a stream)."""
+    _check_decode_inputs(head, encoder_out, encoder_out_lens)
+    blank = head.blank_id
+    context, dec_out, hyps = state.context, state.dec_out, state.hyps
+    enc_proj = head.joiner.encoder_proj(encoder_out)  # (N, T, J)
+    lens = encoder_out_lens.to(encoder_out.device)
+    for t in range(encoder_out.shape[1]):
+        active = lens > t
+        if not bool(active.any()):
+            break
+        logits = head.joiner(enc_proj[:, t], dec_out, project_input=False)  # (N, V)
+        best = logits.argmax(dim=-1)
+        emit = active & (best != blank)
+        if unk_id is not None:
+            emit &= best != unk_id
+        if not bool(emit.any()):
+            continue
+        rows = emit.nonzero().flatten()
+        for r in rows.tolist():
+            hyps[r].append(int(best[r]))
+        # Shift the emitted token into the context and refresh the decoder for those rows only.
+        context[rows] = torch.cat([context[rows, 1:], best[rows].unsqueeze(1)], dim=1)
+        new_dec = head.joiner.decoder_proj(head.decoder(context[rows], need_pad=False)).squeeze(1)
+        dec_out = dec_out.clone()
+        dec_out[rows] = new_dec
+    return GreedyState(hyps, context, dec_out)
 
 
 @torch.no_grad()
@@ -41,36 +93,5 @@ def greedy_search_batch(
       token ids per utterance, in batch order.
     """
     _check_decode_inputs(head, encoder_out, encoder_out_lens)
-    n, t_max = encoder_out.shape[:2]
-    device = encoder_out.device
-    blank, ctx = head.blank_id, head.context_size
-
-    hyps: List[List[int]] = [[] for _ in range(n)]
-    # icefall's start context: (ctx - 1) "nothing" ids (-1, a zero embedding) then blank. With our own models the
-    # blank embedding is zero too (padding_idx); an icefall-trained decoder's is not, and this matches icefall.
-    context = torch.full((n, ctx), -1, dtype=torch.int64, device=device)
-    context[:, -1] = blank
-    dec_out = head.joiner.decoder_proj(head.decoder(context, need_pad=False)).squeeze(1)  # (N, J)
-    enc_proj = head.joiner.encoder_proj(encoder_out)  # (N, T, J)
-    lens = encoder_out_lens.to(device)
-
-    for t in range(t_max):
-        active = lens > t
-        if not bool(active.any()):
-            break
-        logits = head.joiner(enc_proj[:, t], dec_out, project_input=False)  # (N, V)
-        best = logits.argmax(dim=-1)
-        emit = active & (best != blank)
-        if unk_id is not None:
-            emit &= best != unk_id
-        if not bool(emit.any()):
-            continue
-        rows = emit.nonzero().flatten()
-        for r in rows.tolist():
-            hyps[r].append(int(best[r]))
-        # Shift the emitted token into the context and refresh the decoder for those rows only.
-        context[rows] = torch.cat([context[rows, 1:], best[rows].unsqueeze(1)], dim=1)
-        new_dec = head.joiner.decoder_proj(head.decoder(context[rows], need_pad=False)).squeeze(1)
-        dec_out = dec_out.clone()
-        dec_out[rows] = new_dec
-    return hyps
+    state = greedy_init(head, encoder_out.shape[0], encoder_out.device)
+    return greedy_step(head, state, encoder_out, encoder_out_lens, unk_id).hyps

@@ -284,7 +284,6 @@ def export_transducer(model: StudentModel, out_dir: PathLike, tokens: PathLike, 
         head = model.asr_head
     out_dir = Path(out_dir)
     max_t50 = extend_positional_encodings(model.encoder, max_seconds)
-    joiner_dim = head.joiner.output_linear.in_features
     files: Dict[str, Path] = {}
 
     x, x_lens = example_features(model.encoder)
@@ -296,6 +295,15 @@ def export_transducer(model: StudentModel, out_dir: PathLike, tokens: PathLike, 
          "comment": "non-streaming zipformer2 (mt2kd student)", "feature_dim": str(model.encoder.feature_dim),
          "min_input_frames": str(MIN_INPUT_FRAMES), "max_input_frames": str(2 * max_t50 + 7)})
 
+    files.update(export_decoder_joiner(head, out_dir, opset))
+    files["tokens"] = _copy_file(tokens, out_dir / "tokens.txt")
+    return files
+
+
+def export_decoder_joiner(head, out_dir: Path, opset: int) -> Dict[str, Path]:
+    """decoder.onnx and joiner.onnx of a transducer head (the same for offline and streaming encoders)."""
+    joiner_dim = head.joiner.output_linear.in_features
+    files: Dict[str, Path] = {}
     y = torch.zeros(3, head.context_size, dtype=torch.int64)
     y[1, -1] = 1 % head.vocab_size
     files["decoder"] = _export(
@@ -310,8 +318,6 @@ def export_transducer(model: StudentModel, out_dir: PathLike, tokens: PathLike, 
         ["encoder_out", "decoder_out"], ["logit"],
         {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}}, opset,
         {"joiner_dim": str(joiner_dim)})
-
-    files["tokens"] = _copy_file(tokens, out_dir / "tokens.txt")
     return files
 
 

@@ -119,3 +119,48 @@ def run_heads(onnx_dir: PathLike, waves: Dict[str, Tuple[np.ndarray, int]], num_
             res["embedding"] = embed(heads["sv"], samples, sr).tolist()
         out[name] = res
     return out
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+TAIL_PADDING_S = 0.66  # silence appended before ending a stream: sherpa-onnx decodes only whole chunks
+
+
+def make_online_recognizer(onnx_dir: PathLike, num_threads: int = 1):
+    """sherpa-onnx OnlineRecognizer (streaming zipformer2 transducer, greedy search, no endpointing)."""
+    import sherpa_onnx
+
+    d = Path(onnx_dir)
+    _need(d, TRANSDUCER_FILES)
+    return sherpa_onnx.OnlineRecognizer.from_transducer(
+        encoder=str(d / "encoder.onnx"), decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"),
+        tokens=str(d / "tokens.txt"), num_threads=num_threads, sample_rate=16000, feature_dim=80,
+        decoding_method="greedy_search", enable_endpoint_detection=False)
+
+
+def transcribe_online(recognizer, samples: np.ndarray, sample_rate: int, chunk_seconds: float = 0.1,
+                      tail_padding_s: float = TAIL_PADDING_S) -> Tuple[str, List[str]]:
+    """(text, tokens) of one utterance fed to an online stream ``chunk_seconds`` of audio at a time, decoding as
+    soon as a chunk is ready (what a live application does), then ``tail_padding_s`` of silence."""
+    stream = recognizer.create_stream()
+    step = max(1, int(chunk_seconds * sample_rate))
+    samples = np.concatenate([samples, np.zeros(int(tail_padding_s * sample_rate), dtype=np.float32)])
+    for start in range(0, len(samples), step):
+        stream.accept_waveform(sample_rate, samples[start: start + step])
+        while recognizer.is_ready(stream):
+            recognizer.decode_stream(stream)
+    stream.input_finished()
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+    result = recognizer.get_result_all(stream)
+    return result.text, list(result.tokens)
+
+
+def run_online(onnx_dir: PathLike, waves: Dict[str, Tuple[np.ndarray, int]], num_threads: int = 1) -> Dict:
+    """The streaming transducer in ``onnx_dir`` (:mod:`mt2kd_lib.export.onnx_streaming`) on every
+    ``name -> (samples, sample_rate)``: ``{name: {"text", "tokens"}}``."""
+    recognizer = make_online_recognizer(onnx_dir, num_threads)
+    out: Dict[str, Dict] = {}
+    for name, (samples, sr) in waves.items():
+        text, tokens = transcribe_online(recognizer, np.ascontiguousarray(samples, dtype=np.float32), sr)
+        out[name] = {"text": text, "tokens": tokens}
+    return out

@@ -123,10 +123,52 @@ def get_config(cfg_or_name: Union[str, ZipformerConfig, Dict[str, Any]]) -> Zipf
     raise ValueError(f"cannot build a ZipformerConfig from {type(cfg_or_name).__name__}")
 
 
+# icefall's streaming zipformer defaults (train.py --chunk-size / --left-context-frames, 50 Hz frames): one of each
+# is drawn per training batch; -1 = full context. Streaming decoding then uses one chunk size and left context.
+DEFAULT_CHUNK_SIZES: IntTuple = (16, 32, 64, -1)
+DEFAULT_LEFT_CONTEXT_FRAMES: IntTuple = (64, 128, 256, -1)
+
+
+def causal_encoder_config(cfg_or_name: Union[str, ZipformerConfig, Dict[str, Any]],
+                          chunk_size: Tuple[int, ...] = DEFAULT_CHUNK_SIZES,
+                          left_context_frames: Tuple[int, ...] = DEFAULT_LEFT_CONTEXT_FRAMES) -> Dict[str, Any]:
+    """The dict form of ``cfg_or_name`` made causal and trained with random chunk sizes / left contexts.
+
+    ValueError naming the bad entry when a chunk size cannot be produced at every stack's rate and the 25 Hz
+    output, or a left context is not a whole number of frames at every stack's rate.
+    """
+    cfg = get_config(cfg_or_name)
+    need_c = 2
+    for d in cfg.downsampling_factor:
+        need_c = need_c * d // _gcd(need_c, d)
+    need_l = 1
+    for d in cfg.downsampling_factor:
+        need_l = need_l * d // _gcd(need_l, d)
+    for c in chunk_size:
+        if c == 0 or c < -1 or (c > 0 and c % need_c):
+            raise ValueError(f"chunk size {c} (50 Hz frames): must be -1 (full context) or a positive multiple "
+                             f"of {need_c} (the downsampling factors {cfg.downsampling_factor} and the 25 Hz output)")
+    for lf in left_context_frames:
+        if lf == 0 or lf < -1 or (lf > 0 and lf % need_l):
+            raise ValueError(f"left context {lf} (50 Hz frames): must be -1 (all) or a positive multiple of {need_l}")
+    if not chunk_size or not left_context_frames:
+        raise ValueError("causal_encoder_config: chunk_size and left_context_frames need at least one entry")
+    d = cfg.to_dict()
+    d.update(causal=True, chunk_size=list(chunk_size), left_context_frames=list(left_context_frames))
+    return d
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
 def build_encoder(cfg_or_name: Union[str, ZipformerConfig, Dict[str, Any]]) -> EncoderWithEmbed:
     """Build Conv2dSubsampling + Zipformer2 from a preset name, a config or a dict."""
     return EncoderWithEmbed(get_config(cfg_or_name))
 
 
-__all__ = ["ZipformerConfig", "PRESETS", "get_config", "build_encoder"]
+__all__ = ["ZipformerConfig", "PRESETS", "get_config", "build_encoder", "causal_encoder_config",
+           "DEFAULT_CHUNK_SIZES", "DEFAULT_LEFT_CONTEXT_FRAMES"]
 

@@ -7,7 +7,7 @@ Layout convention: sequences are (T, N, C); attention weights are (H, N, T_tgt, 
 
 import math
 import random
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -69,31 +69,34 @@ class CompactRelPositionalEncoding(nn.Module):
         pe[:, -1] = 1.0
         self.pe = pe.to(dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (T, N, *) -> (1, 2T-1, embed_dim); row r encodes relative offset r - (T-1)."""
+    def forward(self, x: Tensor, left_context_len: int = 0) -> Tensor:
+        """x: (T, N, *) -> (1, 2T-1+L, embed_dim), L = left_context_len (cached frames before x);
+        row r encodes relative offset r - (T-1+L)."""
         T = x.shape[0]
-        self._extend(T, x.device, x.dtype)
+        self._extend(T + left_context_len, x.device, x.dtype)
         assert self.pe is not None
         center = self.pe.shape[0] // 2
-        pos_emb = self.pe[center - T + 1: center + T]  # offsets -(T-1) .. (T-1)
+        pos_emb = self.pe[center - T - left_context_len + 1: center + T]  # offsets -(T-1+L) .. (T-1)
         return self.dropout(pos_emb.unsqueeze(0))
 
 
-def rel_to_abs(pos_scores: Tensor) -> Tensor:
-    """(..., T, 2T-1) relative scores -> (..., T, T) with out[i, j] = in[i, T-1-i+j], i.e. the
-    score of query i for key j uses the encoding of offset j - i.
+def rel_to_abs(pos_scores: Tensor, left_context_len: int = 0) -> Tensor:
+    """(..., T, 2T-1+L) relative scores -> (..., T, T+L) with out[i, j] = in[i, T-1-i+j], i.e. the
+    score of query i (key position L+i) for key j uses the encoding of offset j - (L+i).
+    L = left_context_len cached keys precede the T queries (0 in the full pass).
 
     Done with a flat slice and reshape (no gather / as_strided), so the backward is a cheap copy.
     """
-    *lead, T, T2 = pos_scores.shape
-    if T2 != 2 * T - 1:
-        raise ValueError(f"expected last dim 2T-1={2 * T - 1}, got {T2}")
+    *lead, T, P = pos_scores.shape
+    L = left_context_len
+    if P != 2 * T - 1 + L:
+        raise ValueError(f"expected last dim 2T-1+L={2 * T - 1 + L}, got {P}")
     if T == 1:
         return pos_scores
-    flat = pos_scores.reshape(*lead, T * T2)
-    # element (i, T-1-i+j) sits at flat index i*(2T-1) + T-1-i+j = (T-1) + i*(2T-2) + j
-    flat = flat[..., T - 1: T - 1 + T * (2 * T - 2)]
-    return flat.reshape(*lead, T, 2 * T - 2)[..., :T]
+    flat = pos_scores.reshape(*lead, T * P)
+    # element (i, T-1-i+j) sits at flat index i*P + T-1-i+j = (T-1) + i*(P-1) + j
+    flat = flat[..., T - 1: T - 1 + T * (P - 1)]
+    return flat.reshape(*lead, T, P - 1)[..., :T + L]
 
 
 class RelPositionMultiheadAttentionWeights(nn.Module):
@@ -159,6 +162,37 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         return weights
 
 
+    def streaming_forward(self, x: Tensor, pos_emb: Tensor, cached_key: Tensor,
+                          key_padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """Inference on one chunk: x (T, N, C); pos_emb (1, 2T-1+L, pos_dim); cached_key (L, N, H*dq),
+        the keys of the L frames before the chunk; key_padding_mask (N, L+T), True = masked.
+
+        Returns (weights (H, N, T, L+T), new cached_key (L, N, H*dq))."""
+        T, N, _ = x.shape
+        L = cached_key.shape[0]
+        H, dq, dp = self.num_heads, self.query_head_dim, self.pos_head_dim
+        x = self.in_proj(x)
+        q = x[..., : H * dq]
+        k = torch.cat([cached_key, x[..., H * dq: 2 * H * dq]], dim=0)  # (L+T, N, H*dq)
+        p = x[..., 2 * H * dq:]
+        new_cached_key = k[T:]
+        q = q.reshape(T, N, H, dq).permute(2, 1, 0, 3)  # (H, N, T, dq)
+        k = k.reshape(L + T, N, H, dq).permute(2, 1, 3, 0)  # (H, N, dq, L+T)
+        scores = torch.matmul(q, k)  # (H, N, T, L+T)
+        p = p.reshape(T, N, H, dp).permute(2, 1, 0, 3)  # (H, N, T, dp)
+        pe = self.linear_pos(pos_emb)
+        pe = pe.reshape(-1, 2 * T - 1 + L, H, dp).permute(2, 0, 3, 1)  # (H, 1, dp, 2T-1+L)
+        scores = scores + rel_to_abs(torch.matmul(p, pe), L)
+        scores = scores.masked_fill(key_padding_mask[None, :, None, :], -1000.0)
+        return scores.softmax(dim=-1), new_cached_key
+
+
+def _append_cache(cache: Tensor, x: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
+    """cat(cache, x) along ``dim`` and the last ``cache.shape[dim]`` entries of it (the new cache)."""
+    full = torch.cat([cache, x], dim=dim)
+    return full, full.narrow(dim, x.shape[dim], cache.shape[dim])
+
+
 class SelfAttention(nn.Module):
     """Weighted sum of projected values using precomputed attention weights."""
 
@@ -178,6 +212,17 @@ class SelfAttention(nn.Module):
         o = torch.matmul(attn_weights, v)  # (H, N, T, dv)
         o = o.permute(2, 1, 0, 3).reshape(T, N, -1)
         return self.whiten(self.out_proj(o))
+
+    def streaming_forward(self, x: Tensor, attn_weights: Tensor, cached_val: Tensor
+                          ) -> Tuple[Tensor, Tensor]:
+        """x: (T, N, C); attn_weights (H, N, T, L+T); cached_val (L, N, H*dv), the values of the L
+        frames before the chunk -> ((T, N, C), new cached_val)."""
+        T, N, _ = x.shape
+        H = attn_weights.shape[0]
+        v, new_cache = _append_cache(cached_val, self.in_proj(x), dim=0)
+        v = v.reshape(v.shape[0], N, H, -1).permute(2, 1, 0, 3)  # (H, N, L+T, dv)
+        o = torch.matmul(attn_weights, v).permute(2, 1, 0, 3).reshape(T, N, -1)
+        return self.out_proj(o), new_cache
 
 
 class NonlinAttention(nn.Module):
@@ -209,3 +254,15 @@ class NonlinAttention(nn.Module):
         v = torch.matmul(attn_weights, v)
         v = v.permute(2, 1, 0, 3).reshape(T, N, -1)
         return self.whiten2(self.out_proj(v * y))
+
+    def streaming_forward(self, x: Tensor, attn_weights: Tensor, cached_x: Tensor
+                          ) -> Tuple[Tensor, Tensor]:
+        """x: (T, N, C); attn_weights (1, N, T, L+T); cached_x (1, N, L, hidden), the gated values of
+        the L frames before the chunk -> ((T, N, C), new cached_x)."""
+        T, N, _ = x.shape
+        s, v, y = self.in_proj(x).chunk(3, dim=-1)
+        v = v * torch.tanh(s)
+        v, new_cache = _append_cache(cached_x, v.permute(1, 0, 2).unsqueeze(0), dim=2)  # (1, N, L+T, h)
+        v = torch.matmul(attn_weights, v)  # (1, N, T, h)
+        v = v.squeeze(0).permute(1, 0, 2)  # (T, N, h)
+        return self.out_proj(v * y), new_cache

@@ -141,6 +141,48 @@ class Zipformer2EncoderLayer(nn.Module):
         src = self.bypass(src_orig, src)
         return self.whiten(self.balancer2(src))
 
+    def get_init_states(self, left_context_len: int, batch_size: int = 1,
+                        device: torch.device = torch.device("cpu")) -> List[Tensor]:
+        """Zero caches, in icefall's (and sherpa-onnx's) order: cached_key (L, N, H*dq),
+        cached_nonlin_attn (1, N, L, 3C/4), cached_val1, cached_val2 (L, N, H*dv),
+        cached_conv1, cached_conv2 (N, C, kernel // 2)."""
+        L, N = left_context_len, batch_size
+        aw = self.self_attn_weights
+        key_dim = aw.num_heads * aw.query_head_dim
+        value_dim = self.self_attn1.in_proj.out_features
+        conv = self.conv_module1.depthwise_conv.kernel_size // 2
+        z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
+        return [z(L, N, key_dim), z(1, N, L, self.nonlin_attention.hidden_channels), z(L, N, value_dim),
+                z(L, N, value_dim), z(N, self.embed_dim, conv), z(N, self.embed_dim, conv)]
+
+    def streaming_forward(self, src: Tensor, pos_emb: Tensor, states: List[Tensor],
+                          src_key_padding_mask: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """Inference on one chunk (eval mode): src (T, N, C); pos_emb (1, 2T-1+L, pos_dim);
+        ``states`` as :meth:`get_init_states`; src_key_padding_mask (N, L+T) covers the cached and
+        the current frames. Returns (out (T, N, C), new states)."""
+        cached_key, cached_na, cached_val1, cached_val2, cached_conv1, cached_conv2 = states
+        L = cached_key.shape[0]
+        chunk_mask = src_key_padding_mask[:, L:]
+        src_orig = src
+        attn_weights, cached_key = self.self_attn_weights.streaming_forward(
+            src, pos_emb, cached_key, src_key_padding_mask)
+        src = src + self.feed_forward1(src)
+        na, cached_na = self.nonlin_attention.streaming_forward(src, attn_weights[0:1], cached_na)
+        src = src + na
+        sa, cached_val1 = self.self_attn1.streaming_forward(src, attn_weights, cached_val1)
+        src = src + sa
+        conv, cached_conv1 = self.conv_module1.streaming_forward(src, cached_conv1, chunk_mask)
+        src = src + conv
+        src = src + self.feed_forward2(src)
+        src = self.bypass_mid(src_orig, src)
+        sa, cached_val2 = self.self_attn2.streaming_forward(src, attn_weights, cached_val2)
+        src = src + sa
+        conv, cached_conv2 = self.conv_module2.streaming_forward(src, cached_conv2, chunk_mask)
+        src = src + conv
+        src = src + self.feed_forward3(src)
+        src = self.bypass(src_orig, self.norm(src))
+        return src, [cached_key, cached_na, cached_val1, cached_val2, cached_conv1, cached_conv2]
+
 
 def chunk_attention_mask(seq_len: int, chunk_size: int, left_context_chunks: int,
                          device: torch.device) -> Tensor:
@@ -198,6 +240,21 @@ class Zipformer2Encoder(nn.Module):
                 output = output * feature_mask
         return output
 
+    def get_init_states(self, left_context_len: int, batch_size: int = 1,
+                        device: torch.device = torch.device("cpu")) -> List[Tensor]:
+        return [t for layer in self.layers for t in layer.get_init_states(left_context_len, batch_size, device)]
+
+    def streaming_forward(self, src: Tensor, states: List[Tensor], left_context_len: int,
+                          src_key_padding_mask: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """src (T, N, C) one chunk at this stack's rate; 6 states per layer; src_key_padding_mask
+        (N, left_context_len + T)."""
+        pos_emb = self.encoder_pos(src, left_context_len)
+        new_states: List[Tensor] = []
+        for i, layer in enumerate(self.layers):
+            src, st = layer.streaming_forward(src, pos_emb, states[6 * i: 6 * i + 6], src_key_padding_mask)
+            new_states += st
+        return src, new_states
+
 
 class DownsampledZipformer2Encoder(nn.Module):
     """Runs a Zipformer2Encoder at 1/ds of the input rate: downsample -> encoder -> upsample ->
@@ -225,6 +282,21 @@ class DownsampledZipformer2Encoder(nn.Module):
                            src_key_padding_mask=mask)
         src = self.upsample(src)[: src_orig.shape[0]]
         return self.out_combiner(src_orig, src)
+
+    def get_init_states(self, left_context_len: int, batch_size: int = 1,
+                        device: torch.device = torch.device("cpu")) -> List[Tensor]:
+        return self.encoder.get_init_states(left_context_len, batch_size, device)
+
+    def streaming_forward(self, src: Tensor, states: List[Tensor], left_context_len: int,
+                          src_key_padding_mask: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """src (T, N, C) one chunk at the input rate (T divisible by the factor); left_context_len at
+        the downsampled rate; src_key_padding_mask (N, ds * left_context_len + T) at the input rate."""
+        ds = self.downsample_factor
+        src_orig = src
+        src = self.downsample(fill_padding_with_last_valid(src, src_key_padding_mask[:, ds * left_context_len:]))
+        src, new_states = self.encoder.streaming_forward(src, states, left_context_len,
+                                                         src_key_padding_mask[:, ::ds])
+        return self.out_combiner(src_orig, self.upsample(src)), new_states
 
 
 def _to_tuple(x: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...]:
@@ -289,11 +361,10 @@ class Zipformer2(nn.Module):
         self.left_context_frames = list(left_context_frames)
         if not causal and any(c > 0 for c in self.chunk_size):
             raise ValueError(f"chunk_size {self.chunk_size} requires causal=True")
-        for c in self.chunk_size:
-            if c > 0 and any(c % d != 0 for d in self.downsampling_factor):
-                raise ValueError(f"chunk_size {c} must be divisible by every downsampling factor "
-                                 f"{self.downsampling_factor}")
         self.output_downsampling_factor = output_downsampling_factor
+        for c in self.chunk_size:
+            if c > 0:
+                self.check_chunk_size(c)
 
         encoders: List[nn.Module] = []
         for i in range(n):
@@ -340,6 +411,66 @@ class Zipformer2(nn.Module):
             masks.append(m)
         return masks
 
+    def check_chunk_size(self, chunk_size: int) -> None:
+        """Raise ValueError unless ``chunk_size`` (50 Hz frames) splits evenly at every stack's rate
+        and at the 25 Hz output."""
+        factors = sorted(set(self.downsampling_factor) | {self.output_downsampling_factor})
+        bad = [d for d in factors if chunk_size % d != 0]
+        if chunk_size <= 0 or bad:
+            raise ValueError(f"chunk_size {chunk_size} (50 Hz frames) must be a positive multiple of every "
+                             f"downsampling factor {tuple(factors)} (stacks and the 25 Hz output); "
+                             f"not divisible by {bad}")
+
+    def get_init_states(self, left_context_frames: int, batch_size: int = 1,
+                        device: torch.device = torch.device("cpu")) -> List[Tensor]:
+        """Zero caches of every layer (6 per layer, stacks in order) for ``left_context_frames``
+        (50 Hz) of left context; stack i keeps left_context_frames // ds_i frames."""
+        if not self.causal:
+            raise RuntimeError("streaming needs a causal Zipformer2 (causal=True, e.g. the tiny-causal preset)")
+        self.check_left_context(left_context_frames)
+        return [t for ds, module in zip(self.downsampling_factor, self.encoders)
+                for t in module.get_init_states(left_context_frames // ds, batch_size, device)]
+
+    def check_left_context(self, left_context_frames: int) -> None:
+        bad = [d for d in self.downsampling_factor if left_context_frames % d != 0]
+        if left_context_frames <= 0 or bad:
+            raise ValueError(f"left_context_frames {left_context_frames} (50 Hz frames) must be a positive "
+                             f"multiple of every downsampling factor {self.downsampling_factor}")
+
+    def streaming_forward(self, x: Tensor, x_lens: Tensor, states: List[Tensor],
+                          src_key_padding_mask: Tensor
+                          ) -> Tuple[Tensor, Tensor, List[Tensor], List[Tensor]]:
+        """Inference on one chunk (eval mode, causal model).
+
+        x: (T, N, encoder_dim[0]) at 50 Hz, T = the chunk size; x_lens: (N,) valid frames of it;
+        states: as :meth:`get_init_states` (6 per layer); src_key_padding_mask: (N, L + T) at 50 Hz,
+        L = left_context_frames, True for cached frames that do not exist yet and for padding.
+
+        Returns (out (T/2, N, max(encoder_dim)), out_lens (N,), new states, per-stack outputs (T, N, d_i)).
+        """
+        if not self.causal:
+            raise RuntimeError("streaming_forward needs a causal Zipformer2 (causal=True)")
+        self.check_chunk_size(x.shape[0])
+        left_frames = src_key_padding_mask.shape[1] - x.shape[0]
+        self.check_left_context(left_frames)
+        outputs: List[Tensor] = []
+        new_states: List[Tensor] = []
+        offset = 0
+        for i, module in enumerate(self.encoders):
+            ds = self.downsampling_factor[i]
+            n = 6 * module.num_layers
+            x = convert_num_channels(x, self.encoder_dim[i])
+            # each stack takes the 50 Hz mask; downsampled ones reduce it themselves
+            x, st = module.streaming_forward(x, states[offset: offset + n], left_frames // ds,
+                                             src_key_padding_mask)
+            offset += n
+            new_states += st
+            outputs.append(x)
+        x = self._full_dim_output(outputs)
+        x = self.downsample_output(fill_padding_with_last_valid(x, src_key_padding_mask[:, left_frames:]))
+        lengths = torch.div(x_lens + 1, 2, rounding_mode="floor")
+        return x, lengths, new_states, outputs
+
     def get_chunk_info(self) -> Tuple[int, int]:
         """(chunk_size, left_context_chunks) for this forward, in 50 Hz frames / chunks."""
         if not self.causal:
@@ -378,8 +509,7 @@ class Zipformer2(nn.Module):
         elif chunk_size > 0:
             if not self.causal:
                 raise ValueError("chunk_size > 0 requires a causal Zipformer2")
-            if any(chunk_size % d != 0 for d in self.downsampling_factor):
-                raise ValueError(f"chunk_size {chunk_size} must be divisible by {self.downsampling_factor}")
+            self.check_chunk_size(chunk_size)
         if left_context_chunks is None:
             left_context_chunks = -1
         feature_masks = self.get_feature_masks(x)

@@ -1,13 +1,13 @@
 """Non-attention sub-modules of Zipformer2: feed-forward, convolution (optionally chunk-causal),
 learned bypass, and the simple down/up-sampling used between stacks.  Layout: (T, N, C)."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt2kd_lib.models.zipformer.attention import whitening_schedule
+from mt2kd_lib.models.zipformer.attention import _append_cache, whitening_schedule
 from mt2kd_lib.models.zipformer.scaling import (
     ActivationDropoutAndLinear,
     Balancer,
@@ -85,6 +85,14 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         xc = xc.reshape(N, nc, C, chunk_size).permute(0, 2, 1, 3).reshape(N, C, nc * chunk_size)
         return xc[..., :T] + x_causal
 
+    def streaming_forward(self, x: Tensor, cache: Tensor) -> Tuple[Tensor, Tensor]:
+        """x (N, C, T) is one whole chunk; cache (N, C, kernel_size // 2) the frames before it ->
+        ((N, C, T), new cache)."""
+        x, new_cache = _append_cache(cache, x, dim=2)
+        x_causal = self.causal_conv(x)
+        xc = self.chunkwise_conv(x[..., cache.shape[2]:])
+        return xc * self._chunk_scale(xc.shape[2]) + x_causal, new_cache
+
 
 class ConvolutionModule(nn.Module):
     """in_proj -> x * sigmoid(s) -> (mask padding) -> depthwise conv -> SwooshR -> out_proj."""
@@ -129,6 +137,18 @@ class ConvolutionModule(nn.Module):
         x = contiguous_grad(self.balancer2(x))
         x = x.permute(2, 0, 1)  # (T, N, C)
         return self.out_proj(self.whiten(x))
+
+    def streaming_forward(self, x: Tensor, cache: Tensor, src_key_padding_mask: Tensor
+                          ) -> Tuple[Tensor, Tensor]:
+        """Causal modules only. x (T, N, C) one chunk; cache (N, C, kernel_size // 2);
+        src_key_padding_mask (N, T) -> ((T, N, C), new cache)."""
+        if not self.causal:
+            raise RuntimeError("streaming needs a causal ConvolutionModule (causal=True)")
+        x, s = self.in_proj(x).chunk(2, dim=-1)
+        x = x * torch.sigmoid(s)
+        x = x.permute(1, 2, 0).masked_fill(src_key_padding_mask.unsqueeze(1), 0.0)  # (N, C, T)
+        x, new_cache = self.depthwise_conv.streaming_forward(x, cache)
+        return self.out_proj(x.permute(2, 0, 1)), new_cache
 
 
 class BypassModule(nn.Module):

@@ -95,6 +95,59 @@ class EncoderWithEmbed(nn.Module):
         stack_outputs = [(s.permute(1, 0, 2), x_lens) for s in stacks]
         return out, out_lens, stack_outputs
 
+    # ----------------------------------------------------------------- streaming (causal models)
+    def chunk_input_frames(self, chunk_size: int) -> int:
+        """fbank frames fed per chunk of ``chunk_size`` 50 Hz frames: 2 * chunk_size + 7 (the convs'
+        receptive field) + 2 * lookahead (the ConvNeXt's right context); consecutive chunks start
+        2 * chunk_size frames apart, so they overlap by the last two terms."""
+        self.encoder.check_chunk_size(chunk_size)
+        return 2 * chunk_size + 7 + 2 * self.encoder_embed.lookahead
+
+    def get_init_states(self, left_context_frames: int, batch_size: int = 1,
+                        device: torch.device = torch.device("cpu")) -> List[Tensor]:
+        """Zero states for :meth:`streaming_forward`: 6 per layer (see Zipformer2EncoderLayer), then the
+        subsampling's ConvNeXt cache (N, 128, 3, F') and the processed 50 Hz frames (N,) int64 -- the
+        layout of icefall's streaming Zipformer2 and of sherpa-onnx's OnlineZipformer2TransducerModel."""
+        states = self.encoder.get_init_states(left_context_frames, batch_size, device)
+        states.append(self.encoder_embed.get_init_states(batch_size, device))
+        states.append(torch.zeros(batch_size, dtype=torch.int64, device=device))
+        return states
+
+    def streaming_forward(self, features: Tensor, feature_lens: Tensor, states: List[Tensor],
+                          ) -> Tuple[Tensor, Tensor, List[Tensor], List[Tuple[Tensor, Tensor]]]:
+        """One chunk of a causal encoder in eval mode.
+
+        features: (N, chunk_input_frames(C), feature_dim), the fbank frames 2*C*k .. of chunk k;
+        feature_lens: (N,) valid frames of it (fewer in an utterance's last chunk; the rest is padding);
+        states: from :meth:`get_init_states` or the previous call (their shapes fix the left context).
+
+        Returns (out (N, C/2, output_dim) at 25 Hz, out_lens (N,), new states,
+        [(stack output (N, C, stack_dims[i]), valid 50 Hz frames (N,))] for each stack). Chunk by chunk, the outputs equal those of
+        the full pass under the same chunk mask, ``forward(chunk_size=C, left_context_chunks=L // C)``,
+        when the left context L is a multiple of C (see :func:`mt2kd_lib.models.zipformer.streaming.streaming_encode`).
+        """
+        if features.ndim != 3 or features.shape[-1] != self.feature_dim:
+            raise ValueError(f"features must be (N, T, {self.feature_dim}), got {tuple(features.shape)}")
+        n_layers = sum(self.config.num_encoder_layers)
+        if len(states) != 6 * n_layers + 2:
+            raise ValueError(f"expected {6 * n_layers + 2} states (6 per layer + 2), got {len(states)}")
+        T = features.shape[1]
+        chunk = (T - 7) // 2 - self.encoder_embed.lookahead
+        if chunk <= 0 or self.chunk_input_frames(chunk) != T:
+            raise ValueError(f"a chunk of {T} fbank frames is not 2 * chunk_size + "
+                             f"{7 + 2 * self.encoder_embed.lookahead} for any chunk_size")
+        x, x_lens, embed_cache = self.encoder_embed.streaming_forward(features, feature_lens, states[-2])
+        processed = states[-1]
+        left = states[0].shape[0]
+        # cached positions not yet filled (start of the stream) are masked like padding
+        cached_mask = torch.arange(left, device=x.device).unsqueeze(0) < (left - processed).unsqueeze(1)
+        chunk_mask = make_pad_mask(x_lens, chunk)
+        mask = torch.cat([cached_mask, chunk_mask], dim=1)
+        out, out_lens, new_states, stacks = self.encoder.streaming_forward(x.permute(1, 0, 2), x_lens,
+                                                                           states[:-2], mask)
+        new_states += [embed_cache, processed + x_lens]
+        return out.permute(1, 0, 2), out_lens, new_states, [(s.permute(1, 0, 2), x_lens) for s in stacks]
+
     def forward(self, features: Tensor, feature_lens: Tensor, chunk_size: Optional[int] = None,
                 left_context_chunks: Optional[int] = None) -> Tuple[Tensor, Tensor]:
         """features: (N, T, feature_dim), feature_lens: (N,) -> ((N, T', output_dim), (N,)) at 25 Hz,

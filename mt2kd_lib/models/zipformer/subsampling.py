@@ -52,17 +52,33 @@ class ConvNeXt(nn.Module):
         """x: (N, C, T, F) -> (N, T, F, C) (channels last, contiguous)."""
         x = x.contiguous(memory_format=torch.channels_last)
         bypass = x.permute(0, 2, 3, 1)  # (N, T, F, C), contiguous
-        y = self.depthwise_conv(x).permute(0, 2, 3, 1)
-        y = nn.functional.linear(y, self.pointwise_conv1.weight.view(self.hidden, self.channels),
-                                 self.pointwise_conv1.bias)
-        y = self.activation(self.hidden_balancer(y))
-        y = nn.functional.linear(y, self.pointwise_conv2.weight.view(self.channels, self.hidden),
-                                 self.pointwise_conv2.bias)
+        y = self._pointwise(self.depthwise_conv(x).permute(0, 2, 3, 1))
         rate = float(self.layerdrop_rate) if self.training else 0.0
         if rate > 0.0:
             keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) > rate).to(y.dtype)
             y = y * keep
         return self.out_whiten(self.out_balancer(bypass + y))
+
+    def _pointwise(self, y: Tensor) -> Tensor:
+        """(N, T, F, C) depthwise-conv output -> 1x1 up -> SwooshL -> 1x1 down."""
+        y = nn.functional.linear(y, self.pointwise_conv1.weight.view(self.hidden, self.channels),
+                                 self.pointwise_conv1.bias)
+        y = self.activation(self.hidden_balancer(y))
+        return nn.functional.linear(y, self.pointwise_conv2.weight.view(self.channels, self.hidden),
+                                    self.pointwise_conv2.bias)
+
+    def streaming_forward(self, x: Tensor, cached_left_pad: Tensor) -> Tuple[Tensor, Tensor]:
+        """Inference on one chunk: x (N, C, T + R, F) ends with R = padding[0] look-ahead frames;
+        cached_left_pad (N, C, R, F) holds the previous chunk's last R frames (zeros at the start,
+        as the full pass's zero padding). Returns ((N, T, F, C), new cache)."""
+        r = self.padding[0]
+        t = x.shape[2] - r
+        bypass = x[:, :, :t].permute(0, 2, 3, 1)
+        x = torch.cat([cached_left_pad, x], dim=2)  # (N, C, R + T + R, F)
+        new_cache = x[:, :, t: t + r]
+        y = nn.functional.conv2d(x, self.depthwise_conv.weight, self.depthwise_conv.bias,
+                                 padding=(0, self.padding[1]), groups=self.channels)
+        return self.out_whiten(self.out_balancer(bypass + self._pointwise(y.permute(0, 2, 3, 1)))), new_cache
 
 
 class Conv2dSubsampling(nn.Module):
@@ -124,6 +140,10 @@ class Conv2dSubsampling(nn.Module):
             valid = torch.arange(t_out, device=x.device).unsqueeze(0) < out_lens.unsqueeze(1)
             x = x * valid[:, None, :, None].to(x.dtype)
         x = self.convnext(x)  # (N, T', F', C)
+        return self._project(x), out_lens
+
+    def _project(self, x: Tensor) -> Tensor:
+        """ConvNeXt output (N, T', F', C) -> (N, T', odim)."""
         n, t, f, c = x.shape
         # self.out expects channel-major (C, F') flattening; permuting its (small) weight to
         # (F', C) order instead of the (large) activation saves a copy forward and backward
@@ -131,5 +151,31 @@ class Conv2dSubsampling(nn.Module):
         x = nn.functional.linear(x.reshape(n, t, f * c), w, self.out.bias)
         x = self.out_whiten(x)
         x = self.out_norm(x)
-        x = self.dropout(x)
-        return x, out_lens
+        return self.dropout(x)
+
+    @property
+    def lookahead(self) -> int:
+        """50 Hz frames of right context the ConvNeXt needs (its time padding)."""
+        return self.convnext.padding[0]
+
+    def get_init_states(self, batch_size: int = 1, device: torch.device = torch.device("cpu")) -> Tensor:
+        """Zero left-context cache of the ConvNeXt, (N, layer3_channels, lookahead, F')."""
+        return torch.zeros(batch_size, self.layer3_channels, self.lookahead, self.out_width, device=device)
+
+    def streaming_forward(self, x: Tensor, x_lens: Tensor, cached_left_pad: Tensor
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+        """One chunk: x (N, 2 * C + 7 + 2 * lookahead, idim) -> ((N, C, odim), valid lengths (N,),
+        new cache). Consecutive chunks overlap by 7 + 2 * lookahead fbank frames (the convs' receptive
+        field and the ConvNeXt's look-ahead), so chunk outputs equal the full pass's frames.
+
+        ``x_lens`` counts the valid fbank frames of this chunk (fewer at the end of an utterance);
+        the ConvNeXt sees zeros beyond them, as in the full pass.
+        """
+        conv_lens = self.output_lengths(x_lens)
+        x = self.conv(x.unsqueeze(1))  # (N, C, T', F')
+        valid = torch.arange(x.shape[2], device=x.device).unsqueeze(0) < conv_lens.unsqueeze(1)
+        x = x * valid[:, None, :, None].to(x.dtype)
+        x, new_cache = self.convnext.streaming_forward(x, cached_left_pad)
+        # the look-ahead frames belong to the next chunk; at an utterance's end there are none
+        out_lens = torch.clamp(conv_lens, min=0, max=x.shape[1])
+        return self._project(x), out_lens, new_cache
