@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from mt2kd_lib.data.datamodule import train_sampler
 from mt2kd_lib.training.checkpoint import (
     load_checkpoint,
     remove_old_checkpoints,
@@ -309,7 +310,7 @@ class Trainer:
     def _save(self, path: Path, with_sampler: bool) -> None:
         if self.rank != 0:
             return
-        sampler = getattr(self.train_dl, "sampler", None) if with_sampler else None
+        sampler = train_sampler(self.train_dl) if with_sampler else None
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, sampler, self.scaler,
                         params=self.params.to_dict(), model_config=self.model_config)
 
@@ -321,7 +322,7 @@ class Trainer:
         for epoch in range(p.start_epoch, p.num_epochs + 1):
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(p.seed + epoch - 1)
-            sampler = getattr(self.train_dl, "sampler", None)
+            sampler = train_sampler(self.train_dl)
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch - 1)
             if self._resume_sampler is not None:
