@@ -165,12 +165,15 @@ def verify_teacher_shard(tdir: Path, field: str, index: int, pool_ids: Optional[
     key = checksum_key(field)
     n = 0
     try:
-        entries = list(zip(TarIterator(paths["tar"]), LazyJsonlIterator(paths["crc"])))
+        tar_entries = list(TarIterator(paths["tar"]))
+        crcs = list(LazyJsonlIterator(paths["crc"]))
     except Exception as e:
         raise RuntimeError(f"teacher shard {paths['tar']} cannot be read: {e}") from e
-    if pool_ids is not None and len(entries) != len(pool_ids):
-        raise RuntimeError(f"teacher shard {paths['tar']} has {len(entries)} entries, the pool shard "
-                           f"{len(pool_ids)} cuts")
+    want = len(pool_ids) if pool_ids is not None else len(crcs)
+    if len(tar_entries) != want or len(crcs) != want:
+        raise RuntimeError(f"teacher shard {paths['tar']} has {len(tar_entries)} entries and {len(crcs)} crc32s, "
+                           f"expected {want} (one per pool cut)")
+    entries = list(zip(tar_entries, crcs))
     for i, ((manifest, data_path), crc) in enumerate(entries):
         cid = str(data_path.parent / data_path.stem)
         if crc.get("cut_id") != cid or (pool_ids is not None and pool_ids[i] != cid):
