@@ -33,7 +33,6 @@ dimension must be the number of AT classes; validation stays on the hard labels 
 import argparse
 import logging
 import sys
-import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -158,24 +157,25 @@ def find_lang_dir(recipe_data: Path) -> Path:
 
 
 def split_valid(cuts: CutSet, fraction: float) -> Tuple[CutSet, CutSet]:
-    """Deterministic, lazy hold-out: a cut goes to validation when crc32(id) % k == 0 (k = round(1 / fraction)).
+    """Deterministic hold-out: every k-th cut (by sorted id) goes to validation; both parts stay lazy.
 
-    Decided by the id alone, so it streams (no list of ids in memory) and does not depend on manifest order.
+    One pass collects the ids (strings only, never the cuts) to sort them; only the held-out ids are kept.
     """
     if not 0 < fraction < 0.5:
         raise ValueError(f"--valid-fraction {fraction} must be in (0, 0.5)")
     k = max(2, round(1 / fraction))
-    return cuts.filter(HeldOut(k, False)), cuts.filter(HeldOut(k, True))
+    valid_ids = frozenset(sorted(c.id for c in cuts)[k - 1::k])
+    return cuts.filter(InSet(valid_ids, False)), cuts.filter(InSet(valid_ids, True))
 
 
-class HeldOut:
-    """Picklable predicate of :func:`split_valid`: is the cut (``held_out``) or is it not in the validation part."""
+class InSet:
+    """Picklable cut predicate: the cut's id is (``inside``) or is not in ``ids``."""
 
-    def __init__(self, k: int, held_out: bool) -> None:
-        self.k, self.held_out = k, held_out
+    def __init__(self, ids: frozenset, inside: bool) -> None:
+        self.ids, self.inside = ids, inside
 
     def __call__(self, cut) -> bool:
-        return (zlib.crc32(cut.id.encode("utf-8")) % self.k == 0) == self.held_out
+        return (cut.id in self.ids) == self.inside
 
 
 def load_split(fbank_dir: Path, task: str, split: str) -> CutSet:

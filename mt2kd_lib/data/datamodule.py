@@ -21,7 +21,7 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, IterableDatasetWrapper, SimpleCutSampler, SpecAugment
 
 from mt2kd_lib.data.dataset import MultiTaskDataset
-from mt2kd_lib.models.zipformer.model import MIN_INPUT_FRAMES
+from mt2kd_lib.data.frames import MIN_INPUT_FRAMES, encoder_output_frames  # noqa: F401 (re-exported)
 
 
 def _set_task(cut: Any, task: str) -> Any:
@@ -31,11 +31,6 @@ def _set_task(cut: Any, task: str) -> Any:
 def tag_task(cuts: CutSet, task: str) -> CutSet:
     """Set ``custom["task"]`` on every cut (lazily for lazy CutSets; picklable for DataLoader workers)."""
     return cuts.map(functools.partial(_set_task, task=task))
-
-
-def encoder_output_frames(num_frames: int) -> int:
-    """25 Hz encoder frames of a ``num_frames`` 100 Hz input (Conv2dSubsampling then /2, as icefall)."""
-    return (((num_frames - 7) // 2) + 1) // 2
 
 
 class CutFilter:

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mt2kd_lib.data.datamodule import train_sampler
+from mt2kd_lib.models.zipformer.scaling import set_batch_count
 from mt2kd_lib.training.checkpoint import (
     load_checkpoint,
     remove_old_checkpoints,
@@ -125,13 +126,6 @@ def cleanup_distributed() -> None:
 
 
 ZIPFORMER_WARMUP_BATCHES = 4000.0  # where icefall's Zipformer schedules reach their main values
-
-
-def _set_batch_count(model: nn.Module, batch_count: float) -> None:
-    """Tell schedule-aware modules (Zipformer's ScheduledFloat etc.) the current batch count."""
-    for m in model.modules():
-        if hasattr(m, "batch_count"):
-            m.batch_count = batch_count
 
 
 class MetricsTracker:
@@ -403,7 +397,7 @@ class Trainer:
             batch_idx += 1
             p.batch_idx_train += 1
             p.cur_batch_idx = batch_idx
-            _set_batch_count(self.model, p.batch_idx_train * ZIPFORMER_WARMUP_BATCHES / p.model_warmup_batches)
+            set_batch_count(self.model, p.batch_idx_train * ZIPFORMER_WARMUP_BATCHES / p.model_warmup_batches)
             info = self.train_step(batch)
             tot.decay(1.0 - 1.0 / p.reset_interval)
             tot.add(info)
