@@ -29,6 +29,12 @@ def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Di
     state = ckpt["model"]
     kd_cfg = (ckpt.get("model_config") or {}).get("kd", {})
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = student.encoder.state_dict()
+    other = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in enc.items() if k in own
+             and own[k].shape != v.shape]
+    if other:
+        raise ValueError(f"{path}: the KD encoder does not match the student's (other shapes: {other[:3]}); use the "
+                         "same encoder preset in both stages")
     missing, unexpected = student.encoder.load_state_dict(enc, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: the KD encoder does not match the student's (missing {missing[:3]}, "

@@ -510,10 +510,8 @@ def dump_teacher(
 
 @dataclass
 class TeacherFactory:
-    """Picklable ``device -> Teacher`` built from a kind and keyword arguments (as in a teachers yaml).
-
-    ``kind == "resemblyzer"`` is built directly; every other kind goes through
-    ``mt2kd_lib.teachers.registry.build_teacher``. ``expected_dim`` (the yaml's optional ``dim:``) is checked.
+    """Picklable ``device -> Teacher`` built from a kind and keyword arguments (an entry of a teachers yaml, parsed
+    by :func:`mt2kd_lib.teachers.registry.read_teachers_config`). ``expected_dim`` (the entry's ``dim:``) is checked.
     """
 
     kind: str
@@ -521,40 +519,20 @@ class TeacherFactory:
     expected_dim: Optional[int] = None
 
     def __call__(self, device: str) -> Teacher:
-        if self.kind == "resemblyzer":
-            from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher
+        from mt2kd_lib.teachers.registry import build_teacher, check_dim
 
-            teacher: Teacher = ResemblyzerTeacher(device=device, **self.kwargs)
-        else:
-            try:
-                from mt2kd_lib.teachers.registry import build_teacher
-            except ImportError as e:
-                raise ImportError(f"teacher kind {self.kind!r} needs mt2kd_lib.teachers.registry: {e}") from e
-            teacher = build_teacher(self.kind, device=device, **self.kwargs)
-        if self.expected_dim is not None and teacher.spec.dim != self.expected_dim:
-            raise ValueError(
-                f"teacher {teacher.spec.name} ({self.kind}): config says dim {self.expected_dim}, "
-                f"model gives {teacher.spec.dim}"
-            )
-        return teacher
+        teacher = build_teacher(self.kind, device=device, **self.kwargs)
+        return check_dim(teacher, self.expected_dim, f"teacher {teacher.spec.name} ({self.kind}): its config")
 
 
 def factory_from_config(name: str, teachers_config: Optional[Pathlike] = None) -> TeacherFactory:
-    """Factory for teacher ``name``: an entry of ``teachers: {name: {kind: ..., ...}}`` in the yaml, else a kind."""
+    """Factory for teacher ``name``: its entry in the teachers yaml (same rules as stage 4), else a kind."""
     if teachers_config is not None:
-        import yaml
+        from mt2kd_lib.teachers.registry import read_teachers_config, teacher_entry
 
-        with open(teachers_config, "r", encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-        entries = doc.get("teachers", doc)
-        if not isinstance(entries, dict):
-            raise ValueError(f"{teachers_config}: expected a mapping 'teachers: {{name: {{kind: ...}}}}'")
+        entries = read_teachers_config(teachers_config)
         if name in entries:
-            entry = dict(entries[name] or {})
-            if "kind" not in entry:
-                raise ValueError(f"{teachers_config}: teacher {name!r} has no 'kind'")
-            kind = entry.pop("kind")
-            dim = entry.pop("dim", None)
-            return TeacherFactory(kind=kind, kwargs=entry, expected_dim=dim)
+            kind, kwargs, dim = teacher_entry(name, entries[name])
+            return TeacherFactory(kind=kind, kwargs=kwargs, expected_dim=dim)
         logging.info("teacher %r not in %s; treating it as a kind", name, teachers_config)
     return TeacherFactory(kind=name)
