@@ -33,7 +33,7 @@ stages:
    2 features   80-dim fbank for every split (LilcomChunkyWriter), data/<recipe>/fbank/*_cuts_*.jsonl.gz
    3 lang       sentencepiece BPE, data/<recipe>/lang_bpe_<N>/{bpe.model,tokens.txt}; lexicon, 3-gram LM, L/LG/HLG graphs
    4 teachers   train / load the three teachers (ASR, AT, SV)
-   5 dump       teacher outputs over the KD pool, sharded lilcom archives on lhotse cuts
+   5 dump       the KD pool as Shar shards; teacher outputs as Shar fields beside them (one tar per shard)
    6 kd         stage 1: multi-teacher knowledge distillation of the Zipformer2 student
    7 finetune   stage 2: multi-task fine-tuning (pruned RNN-T + AT + SV)
    8 baselines  single-task and multi-task-from-scratch students, KD ablations
@@ -199,6 +199,8 @@ stage_5() {
   # With task-ID masking a teacher's outputs are used only on cuts of its own task (teacher_outputs); the
   # no-masking ablation needs them on every cut (teacher_outputs_all).
   local tasks=(${kd_teacher_tasks//,/ }) i=0 origin
+  run python3 local/export_pool_shar.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --out-dir "$exp_dir/kd_pool_shar" \
+    --shard-size "${pool_shard_size:-500}"
   for t in ${kd_teachers//,/ }; do
     origin=()
     if [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
@@ -211,8 +213,8 @@ stage_5() {
 }
 
 dump_teacher() {  # dump_teacher TEACHER OUT_DIR [--origin TASK]
-  run python3 local/dump_teacher.py --cuts "$fbank_dir/kd_cuts_pool.jsonl.gz" --teacher "$1" "${@:3}" \
-    --teachers-config "$exp_dir/teachers.yaml" --out-dir "$2" --shard-size 500 \
+  run python3 local/dump_teacher.py --pool-dir "$exp_dir/kd_pool_shar" --teacher "$1" "${@:3}" \
+    --teachers-config "$exp_dir/teachers.yaml" --out-dir "$2" \
     --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
 }
 

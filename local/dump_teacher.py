@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
-"""Dump one teacher's outputs over a CutSet into verified lilcom shards (resumable; see mt2kd_lib.teachers.dump).
+"""Dump one teacher's outputs over the KD pool's Shar shards into verified Shar fields (resumable; see
+mt2kd_lib.teachers.dump and mt2kd_lib.data.teacher_shar).
 
 Example::
 
-    python local/dump_teacher.py --cuts data/fbank/cuts_train.jsonl.gz --teacher whisper \
-        --teachers-config egs/mini/conf/teachers.yaml --out-dir data/teachers --shard-size 1000 \
-        --num-jobs 2 --device cuda:0,cuda:1
+    python local/export_pool_shar.py --cuts data/fbank/kd_cuts_pool.jsonl.gz --out-dir exp/kd_pool_shar
+    python local/dump_teacher.py --pool-dir exp/kd_pool_shar --teacher whisper --origin asr \
+        --teachers-config exp/teachers.yaml --out-dir exp/teacher_outputs --num-jobs 2 --device cuda:0,cuda:1
     # or split across nodes: --job-index 3 --num-job-splits 8 --device cuda:0
 """
 
 import argparse
 import json
-
-from lhotse import CutSet
 
 from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config
 from mt2kd_lib.utils.logging import setup_logger
@@ -20,11 +19,10 @@ from mt2kd_lib.utils.logging import setup_logger
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cuts", required=True, help="lhotse CutSet manifest (jsonl[.gz])")
+    p.add_argument("--pool-dir", required=True, help="the KD pool's Shar export (local/export_pool_shar.py)")
     p.add_argument("--teacher", required=True, help="teacher name in --teachers-config, or a teacher kind")
     p.add_argument("--teachers-config", default=None, help="yaml with teachers: {name: {kind: ..., ...}}")
     p.add_argument("--out-dir", required=True, help="shards go to <out-dir>/<teacher>/")
-    p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--num-jobs", type=int, default=1, help="worker processes in this invocation")
     p.add_argument("--job-index", type=int, default=0)
     p.add_argument("--num-job-splits", type=int, default=1)
@@ -36,8 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads per teacher")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--origin", default=None,
-                   help="only cuts whose custom 'origin' is this (with task-ID masking, a teacher's outputs are "
-                        "used only on cuts of its own task, so the others need not be dumped)")
+                   help="only cuts whose custom 'origin' is this get an output (with task-ID masking, a teacher's "
+                        "outputs are used only on cuts of its own task); the others get Shar's no-data marker")
     p.add_argument("--log-file", default=None)
     return p
 
@@ -46,17 +44,12 @@ def main() -> None:
     args = get_parser().parse_args()
     setup_logger(args.log_file)
     factory = factory_from_config(args.teacher, args.teachers_config)
-    cuts = CutSet.from_file(args.cuts)
-    if args.origin:
-        cuts = cuts.filter(lambda c: (c.custom or {}).get("origin") == args.origin).to_eager()
-        if len(cuts) == 0:
-            raise SystemExit(f"{args.cuts}: no cuts with origin {args.origin!r}")
     summary = dump_teacher(
-        cuts,
+        args.pool_dir,
         factory,
         args.out_dir,
         teacher_name=args.teacher,
-        shard_size=args.shard_size,
+        origin=args.origin,
         num_jobs=args.num_jobs,
         job_index=args.job_index,
         num_job_splits=args.num_job_splits,

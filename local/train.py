@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from lhotse import CutSet
+from lhotse import CutSet, load_manifest_lazy
+from lhotse.lazy import LazyIteratorChain
 
 from mt2kd_lib.data import contract
 from mt2kd_lib.data.bpe import load_bpe
@@ -158,21 +159,39 @@ def find_lang_dir(recipe_data: Path) -> Path:
 
 
 def split_valid(cuts: CutSet, fraction: float) -> Tuple[CutSet, CutSet]:
-    """Deterministic hold-out: every k-th cut (by sorted id) goes to validation."""
+    """Deterministic hold-out: every k-th cut (by sorted id) goes to validation; both parts stay lazy.
+
+    One pass collects the ids (strings only, never the cuts) to sort them; only the held-out ids are kept.
+    """
     if not 0 < fraction < 0.5:
         raise ValueError(f"--valid-fraction {fraction} must be in (0, 0.5)")
     k = max(2, round(1 / fraction))
-    ids = sorted(cuts.ids)
-    valid_ids = set(ids[k - 1::k])
-    train = CutSet.from_cuts(c for c in cuts if c.id not in valid_ids)
-    return train, CutSet.from_cuts(c for c in cuts if c.id in valid_ids)
+    valid_ids = frozenset(sorted(c.id for c in cuts)[k - 1::k])
+    return cuts.filter(InSet(valid_ids, False)), cuts.filter(InSet(valid_ids, True))
+
+
+class InSet:
+    """Picklable cut predicate: the cut's id is (``inside``) or is not in ``ids``."""
+
+    def __init__(self, ids: frozenset, inside: bool) -> None:
+        self.ids, self.inside = ids, inside
+
+    def __call__(self, cut) -> bool:
+        return (cut.id in self.ids) == self.inside
 
 
 def load_split(fbank_dir: Path, task: str, split: str) -> CutSet:
-    path = fbank_cuts_path(fbank_dir, task, split)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the features stage (run.sh stage 2)")
-    return CutSet.from_file(path)
+    """The split's cuts, read lazily (icefall's data modules do the same: nothing is held in memory)."""
+    return load_splits(fbank_dir, task, [split])
+
+
+def load_splits(fbank_dir: Path, task: str, splits: List[str]) -> CutSet:
+    """Several splits of one task as one lazy CutSet, in order."""
+    paths = [fbank_cuts_path(fbank_dir, task, split) for split in splits]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run the features stage (run.sh stage 2)")
+    return CutSet.from_files(paths) if len(paths) > 1 else load_manifest_lazy(paths[0])
 
 
 def parse_weights(spec: Optional[str], tasks: List[str]) -> List[float]:
@@ -201,16 +220,15 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
         cuts = load_split(fbank_dir, t, index[t]["train"])
         if args.use_teacher_extra:
             extra = index.get("teacher_extra", {}).get(t, [])
-            cuts = CutSet.from_cuts([c for split in [index[t]["train"], *extra]
-                                     for c in load_split(fbank_dir, t, split)])
-            logging.info(f"{t}: training on {[index[t]['train'], *extra]} ({len(cuts)} cuts)")
+            cuts = load_splits(fbank_dir, t, [index[t]["train"], *extra])
+            logging.info(f"{t}: training on {[index[t]['train'], *extra]}")
         if t == "asr":
             train[t] = filter_cuts(cuts, "asr train", args.min_cut_duration, args.max_cut_duration, encode)
             devs = index["asr"].get("dev") or []
             devs = [devs] if isinstance(devs, str) else devs
             if devs:
-                valid[t] = filter_cuts(CutSet.from_cuts(c for d in devs for c in load_split(fbank_dir, "asr", d)),
-                                       "asr dev", args.min_cut_duration, args.max_cut_duration, encode)
+                valid[t] = filter_cuts(load_splits(fbank_dir, "asr", devs), "asr dev", args.min_cut_duration,
+                                       args.max_cut_duration, encode)
         else:
             cuts = filter_cuts(cuts, f"{t} train", args.min_cut_duration, args.max_cut_duration)
             train[t], valid[t] = split_valid(cuts, args.valid_fraction)
@@ -222,7 +240,7 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
         cfg.setdefault("loss", {})["warm_step"] = args.warm_step
     num_classes = cfg["heads"]["at"]["num_classes"] if "at" in tasks else None
     spk_map = speaker_map_from_config(cfg)
-    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
+    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None  # noise cuts: small, sampled at random
     soft_field = None
     soft_weight = 1.0 if args.at_soft_weight is None else args.at_soft_weight
     if args.at_soft_labels is not None:
@@ -244,7 +262,7 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
         from mt2kd_lib.data.datamodule import tag_task
         from lhotse.dataset import SimpleCutSampler
 
-        tagged = CutSet.from_cuts(c for t, cs in valid.items() for c in tag_task(cs, t))
+        tagged = CutSet(LazyIteratorChain(*(tag_task(cs, t).data for t, cs in valid.items())))
         sampler = SimpleCutSampler(tagged, max_duration=args.max_duration, shuffle=False,
                                    world_size=world_size, rank=rank)
         valid_dl = torch.utils.data.DataLoader(valid_ds, sampler=sampler, batch_size=None, num_workers=0)

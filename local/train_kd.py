@@ -5,9 +5,12 @@
       --teachers asr_teacher,at_teacher,sv_teacher --exp-dir exp/mini/kd \
       --model-config egs/mini/conf/student_tiny.yaml --num-epochs 4
 
-The teachers' outputs are the dumps of run.sh stage 5 (``<teacher-dir>/<name>/shard-*``); what each one is (task,
-frame-level or not, dimension, frame shift) is read from its ``dump_config.json``. Loss scales default to the
-paper's 1 / 1 / 10 for the ASR / AT / SV teachers.
+The teachers' outputs are the dumps of run.sh stage 5: Shar fields (``<teacher-dir>/<name>/<field>.NNNNNN.tar``)
+aligned with the KD pool's Shar shards (``--pool-dir``, by default the pool the dumps record); see
+mt2kd_lib/data/teacher_shar.py. The pool and every teacher's outputs are read as one lazy stream
+(``CutSet.from_shar``): each DDP rank and dataloader worker reads its own shards, and no manifest is held in memory.
+What each teacher is (task, frame-level or not, dimension, frame shift) is read from its ``dump_config.json``. Loss
+scales default to the paper's 1 / 1 / 10 for the ASR / AT / SV teachers.
 """
 
 import argparse
@@ -20,12 +23,11 @@ from lhotse import CutSet
 
 from mt2kd_lib.data.datamodule import make_spec_augment, make_train_dl
 from mt2kd_lib.data.dataset import MultiTaskDataset
-from mt2kd_lib.data.features import fbank_cuts_path
+from mt2kd_lib.data.teacher_shar import dump_pool_dir, load_dump_config, read_done, read_kd_cuts, teacher_dir
 from mt2kd_lib.models.factory import load_model_config
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
 from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
-from mt2kd_lib.teachers.shards import attach_teachers, load_dump_config
 from mt2kd_lib.training.trainer import (
     Trainer, cleanup_distributed, fix_random_seed)
 from mt2kd_lib.training.launch import (
@@ -45,6 +47,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe-data", type=Path, required=True)
     p.add_argument("--teacher-dir", type=Path, required=True, help="run.sh stage-5 output (one folder per teacher)")
     p.add_argument("--teachers", required=True, help="comma-separated teacher dump names")
+    p.add_argument("--pool-dir", type=Path, default=None,
+                   help="the KD pool's Shar export (default: the one the teachers' dumps were aligned with)")
+    p.add_argument("--shuffle-shards", type=str2bool, default=True,
+                   help="read the pool's shards in a new random order every epoch (the pool is ordered by origin)")
+    p.add_argument("--buffer-size", type=int, default=20000,
+                   help="cuts (with their teacher outputs) the bucketing sampler holds in memory")
+    p.add_argument("--num-workers", type=int, default=0, help="dataloader workers (each reads its own shards)")
     p.add_argument("--scales", default="", help="per-teacher loss scales name=x,...; default by task 1/1/10")
     p.add_argument("--mask-by-task", type=str2bool, default=True, help="task-ID masking (false: all on all cuts)")
     p.add_argument("--sv-input-stack", type=int, default=None, help="encoder stack the SV KD head reads")
@@ -97,21 +106,24 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     teachers = teacher_configs(args)
     for t in teachers:
         logging.info(f"teacher {t['name']}: task {t['task']}, {t['kind']}, dim {t['dim']}, scale {t['scale']}")
-    pool = CutSet.from_file(fbank_cuts_path(args.recipe_data / "fbank", "kd", "pool"))
-    cuts = attach_teachers(pool, args.teacher_dir, [t["name"] for t in teachers])
-    fields = [t["field"] for t in teachers]
-    cuts = CutSet.from_cuts(c for c in cuts if any(c.has_custom(f) for f in fields)).to_eager()
-    logging.info(f"KD pool: {len(cuts)} cuts with at least one teacher output, "
-                 f"{sum(c.duration for c in cuts) / 3600:.2f} h")
+    names = [t["name"] for t in teachers]
+    pool_dir = args.pool_dir or dump_pool_dir(args.teacher_dir, names[0])
+    cuts, fields = read_kd_cuts(pool_dir, args.teacher_dir, names, shuffle_shards=args.shuffle_shards,
+                                seed=args.seed, split_for_dataloading=True)
+    for t in teachers:
+        cfg = load_dump_config(args.teacher_dir, t["name"])
+        n = sum(read_done(teacher_dir(args.teacher_dir, t["name"]), t["field"], i)["num_written"]
+                for i in range(cfg["pool"]["num_shards"]))
+        logging.info(f"KD pool {pool_dir}: teacher {t['name']} covers {n} cuts")
 
     model_cfg = load_model_config(args.model_config)
     model_cfg = apply_streaming_args(model_cfg, args)
     cfg = {"encoder": model_cfg["encoder"], "kd": {"mask_by_task": args.mask_by_task, "teachers": teachers}}
-    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None
+    musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None  # noise cuts: small, sampled at random
     ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,
                           spec_augment=make_spec_augment() if args.spec_augment else None)
-    train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed,
-                             world_size=world_size, rank=rank)
+    train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed, world_size=world_size,
+                             rank=rank, num_workers=args.num_workers, buffer_size=args.buffer_size, iterable=True)
     fix_random_seed(args.seed)
     model = build_kd_model(cfg)
     if args.init_from_icefall is not None and args.start_epoch == 1:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mt2kd_lib.losses.kd import (FrameKDHead, cosine_embedding_loss, frame_l1_loss, frame_stack_factor,
+from mt2kd_lib.models.kd_heads import (FrameKDHead, cosine_embedding_loss, frame_l1_loss, frame_stack_factor,
                                  make_kd_head, prob_bce_loss)
 
 

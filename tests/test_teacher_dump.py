@@ -1,8 +1,9 @@
-"""Teacher dump into lilcom shards with the real resemblyzer speaker encoder (weights ship in its wheel).
+"""Teacher dump into Shar fields beside the KD pool's Shar shards, with the real resemblyzer speaker encoder (its
+weights ship in its wheel).
 
-Covers: both teacher levels, stock lhotse read-back vs the float outputs, collation, summary numbers, resume after
-an interrupted dump, corrupt-archive detection, too-short audio, dim mismatch, job splits, the CLI and attaching
-several teachers' fields by cut id.
+Covers: both teacher levels, stock lhotse read-back (``CutSet.from_shar``) vs the float outputs, collation, summary
+numbers, resume after an interrupted dump, corrupt-tar detection, too-short audio, dim mismatch, job splits, the
+CLI, origin filtering with no-data markers, integer outputs, and several teachers' fields read as one Shar stream.
 """
 
 import dataclasses
@@ -26,15 +27,16 @@ from lhotse.array import Array, TemporalArray  # noqa: E402
 from lhotse.dataset.collation import collate_custom_field  # noqa: E402
 from lhotse.utils import compute_num_frames  # noqa: E402
 
-from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
-from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher, normalize_volume  # noqa: E402
-from mt2kd_lib.teachers.shards import (  # noqa: E402
-    attach_teachers,
-    combine_shards,
+from mt2kd_lib.data.shar import export_pool_shar  # noqa: E402
+from mt2kd_lib.data.teacher_shar import (  # noqa: E402
+    read_kd_cuts,
+    read_teacher_cuts,
     shard_is_finished,
     shard_paths,
-    verify_shard,
 )
+from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
+from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher, normalize_volume  # noqa: E402
+from mt2kd_lib.teachers.shar_writer import verify_teacher_shard  # noqa: E402
 
 SR = 16000
 DURATIONS = [1.0, 2.0, 3.0, 1.5, 0.3, 2.5, 1.2]  # index 4 is shorter than the utterance teacher's 0.5 s minimum
@@ -60,6 +62,18 @@ def _write_cuts(folder: Path, durations: List[float], seed: int = 0) -> CutSet:
     return CutSet.from_cuts(cuts)
 
 
+def _pool(cuts: CutSet, folder: Path, shard_size: int) -> Path:
+    export_pool_shar(cuts, folder, shard_size)
+    return folder
+
+
+def _dumped(out: Path, teacher: str, pool: Path) -> List:
+    """The pool cuts that carry the teacher's output, read back with lhotse's Shar reader."""
+    field = {"resemblyzer": "resemblyzer_embedding", "resemblyzer_frame": "resemblyzer_frame_embedding",
+             "spk": "spk_embedding"}[teacher]
+    return [c for c in read_teacher_cuts(out, teacher, pool) if c.custom.get(field) is not None]
+
+
 def _audio(cut) -> np.ndarray:
     return cut.load_audio()[0].astype(np.float32)
 
@@ -76,7 +90,7 @@ def threads():
 def data(tmp_path_factory, threads) -> Dict:
     root = tmp_path_factory.mktemp("dump")
     cuts = _write_cuts(root / "wav", DURATIONS)
-    return {"root": root, "cuts": cuts}
+    return {"root": root, "cuts": cuts, "pool": _pool(cuts, root / "pool", 3)}
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +101,14 @@ def teachers(threads) -> Dict[str, ResemblyzerTeacher]:
 @pytest.fixture(scope="module")
 def utt_dump(data) -> Dict:
     out = data["root"] / "out"
-    summary = dump_teacher(data["cuts"], UttFactory, out, shard_size=3, num_threads=1, progress=False)
+    summary = dump_teacher(data["pool"], UttFactory, out, num_threads=1, progress=False)
     return {"out": out, "summary": summary}
 
 
 @pytest.fixture(scope="module")
 def frame_dump(data) -> Dict:
     out = data["root"] / "out"
-    summary = dump_teacher(data["cuts"], FrameFactory, out, shard_size=2, num_jobs=2, progress=False)
+    summary = dump_teacher(data["pool"], FrameFactory, out, num_jobs=2, progress=False)
     return {"out": out, "summary": summary}
 
 
@@ -134,18 +148,19 @@ def test_resemblyzer_teacher_outputs(data, teachers):
 def test_utterance_dump_files_readback_and_summary(data, teachers, utt_dump):
     out, summary = utt_dump["out"], utt_dump["summary"]
     tdir = out / "resemblyzer"
+    field = "resemblyzer_embedding"
     for i in range(3):
-        for key in ("archive", "manifest", "done"):
-            assert shard_paths(tdir, i)[key].is_file(), (i, key)
-        assert not shard_paths(tdir, i)["tmp_archive"].exists()
-    # too-short audio: skipped, counted, listed
-    skipped = shard_paths(tdir, 1)["skipped"].read_text().split("\n")[0].split("\t")
-    assert skipped[0] == SHORT_ID and "min_duration" in skipped[1]
+        for key in ("tar", "crc", "done"):
+            assert shard_paths(tdir, field, i)[key].is_file(), (i, key)
+        for key in ("tmp_tar", "tmp_crc", "tmp_blobs"):
+            assert not shard_paths(tdir, field, i)[key].exists()
+    # too-short audio: skipped, counted, listed in the done marker
+    skipped = json.loads(shard_paths(tdir, field, 1)["done"].read_text())["skipped"]
+    assert skipped[0][0] == SHORT_ID and "min_duration" in skipped[0][1]
     assert summary["num_skipped"] == 1 and summary["num_written"] == 6 and summary["num_cuts"] == 7
 
-    field = "resemblyzer_embedding"
     tp = summary["tick_power"]
-    cuts = combine_shards(out, "resemblyzer")
+    cuts = _dumped(out, "resemblyzer", data["pool"])
     assert [c.id for c in cuts] == [c.id for c in data["cuts"] if c.id != SHORT_ID]
     by_id = {c.id: c for c in data["cuts"]}
     errs = []
@@ -160,19 +175,19 @@ def test_utterance_dump_files_readback_and_summary(data, teachers, utt_dump):
     assert 0 < errs.max() <= 2.0 ** (tp - 1) + 1e-6
     assert errs.max() == pytest.approx(summary["max_abs_error"], abs=1e-5)
 
-    batch = collate_custom_field(cuts, field)
+    batch = collate_custom_field(CutSet.from_cuts(cuts), field)
     assert tuple(batch.shape) == (6, 256)
     np.testing.assert_allclose(batch[2].numpy(), cuts[2].load_custom(field))
 
-    assert summary["archive_to_float32_ratio"] <= 0.3
-    assert summary["bytes_per_value"] == pytest.approx(4 * summary["archive_to_float32_ratio"])
+    # tiny shards: the tars' fixed overhead (headers, 10 KiB records) dominates; the frame test checks compression
+    assert summary["bytes_per_value"] == pytest.approx(4 * summary["tar_to_float32_ratio"])
     assert summary["float32_bytes"] == 6 * 256 * 4
     assert summary["hours"] == pytest.approx((sum(DURATIONS) - 0.3) / 3600, rel=1e-3)
     assert summary["this_run"]["audio_seconds_per_second"] > 0
     assert 0 < summary["rms_rel_error"] < 0.02 and summary["max_rel_error"] < 0.02
     on_disk = json.loads((tdir / "summary.json").read_text())
-    assert on_disk["archive_bytes"] == summary["archive_bytes"] == sum(
-        shard_paths(tdir, i)["archive"].stat().st_size for i in range(3))
+    assert on_disk["tar_bytes"] == summary["tar_bytes"] == sum(
+        shard_paths(tdir, field, i)["tar"].stat().st_size for i in range(3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,10 +196,10 @@ def test_utterance_dump_files_readback_and_summary(data, teachers, utt_dump):
 
 def test_frame_dump_two_workers(data, teachers, frame_dump):
     out, summary = frame_dump["out"], frame_dump["summary"]
-    assert summary["num_shards"] == summary["num_shards_done"] == 4
+    assert summary["num_shards"] == summary["num_shards_done"] == 3
     assert summary["num_skipped"] == 0  # 0.3 s is long enough for frame level
     field = "resemblyzer_frame_embedding"
-    cuts = combine_shards(out, "resemblyzer_frame")
+    cuts = _dumped(out, "resemblyzer_frame", data["pool"])
     by_id = {c.id: c for c in data["cuts"]}
     tol = 2.0 ** (summary["tick_power"] - 1) + 1e-5
     for c in cuts:
@@ -194,16 +209,21 @@ def test_frame_dump_two_workers(data, teachers, frame_dump):
         assert stored.shape == (compute_num_frames(c.duration, 0.01, SR), 256)
         ref = teachers["frame"].infer_batch([_audio(by_id[c.id])])[0]
         assert np.abs(stored - ref).max() <= tol
-    padded, lens = collate_custom_field(cuts, field, pad_value=0.0)
+    padded, lens = collate_custom_field(CutSet.from_cuts(cuts), field, pad_value=0.0)
     assert tuple(padded.shape) == (7, 300, 256)
     assert lens.tolist() == [int(d * 100) for d in DURATIONS]
     assert float(padded[4, 30:].abs().max()) == 0.0
-    assert summary["archive_to_float32_ratio"] <= 0.3
+    assert summary["tar_to_float32_ratio"] <= 0.3
 
 
-def test_attach_several_teachers_by_id(data, utt_dump, frame_dump):
-    pool = attach_teachers(data["cuts"], utt_dump["out"], ["resemblyzer", "resemblyzer_frame"])
-    fields = {c.id: {k for k in (c.custom or {}) if not k.endswith("_crc32")} for c in pool}
+def test_several_teachers_as_one_shar_stream(data, utt_dump, frame_dump):
+    stream, names = read_kd_cuts(data["pool"], utt_dump["out"], ["resemblyzer", "resemblyzer_frame"],
+                                 shuffle_shards=False)
+    assert stream.is_lazy and names == ["resemblyzer_embedding", "resemblyzer_frame_embedding"]
+    pool = CutSet.from_cuts(list(stream))
+    assert list(pool.ids) == list(data["cuts"].ids)  # every cut has some teacher (the frame teacher covers utt4)
+    keep = ("resemblyzer_embedding", "resemblyzer_frame_embedding")
+    fields = {c.id: {k for k in (c.custom or {}) if k in keep and c.custom[k] is not None} for c in pool}
     assert all(c.custom[f + "_crc32"] > 0 for c in pool for f in fields[c.id])  # write-time crc travels along
     assert fields[SHORT_ID] == {"resemblyzer_frame_embedding"}  # missing teacher output = absent field
     assert all(f == {"resemblyzer_embedding", "resemblyzer_frame_embedding"} for k, f in fields.items()
@@ -217,81 +237,83 @@ def test_attach_several_teachers_by_id(data, utt_dump, frame_dump):
 # Robustness
 
 
-def _snapshot(tdir: Path, index: int) -> Dict[str, tuple]:
+def _snapshot(tdir: Path, index: int, field: str = "resemblyzer_embedding") -> Dict[str, tuple]:
     out = {}
-    for key in ("archive", "manifest", "done"):
-        st = shard_paths(tdir, index)[key].stat()
+    for key in ("tar", "crc", "done"):
+        st = shard_paths(tdir, field, index)[key].stat()
         out[key] = (st.st_mtime_ns, st.st_size)
     return out
 
 
 def test_resume_after_interrupted_dump(tmp_path, threads):
     cuts = _write_cuts(tmp_path / "wav", [1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 0.7], seed=1)
+    pool = _pool(cuts, tmp_path / "pool", 2)
     wav = tmp_path / "wav" / "utt4.wav"  # belongs to shard 2 with shard_size 2
     hidden = tmp_path / "utt4.wav.bak"
     shutil.move(wav, hidden)
     out = tmp_path / "out"
+    field = "resemblyzer_embedding"
     with pytest.raises(RuntimeError, match="utt4"):
-        dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+        dump_teacher(pool, UttFactory, out, num_threads=1, progress=False)
     tdir = out / "resemblyzer"
-    assert [shard_is_finished(tdir, i)[0] for i in range(4)] == [True, True, False, False]
-    assert shard_paths(tdir, 2)["tmp_archive"].exists()  # what a crash mid-shard leaves behind
+    assert [shard_is_finished(tdir, field, i)[0] for i in range(4)] == [True, True, False, False]
+    assert not shard_paths(tdir, field, 2)["tmp_blobs"].exists()  # the failed shard cleaned up after itself
     with pytest.raises(RuntimeError, match="not finished"):
-        combine_shards(out, "resemblyzer")
+        read_teacher_cuts(out, "resemblyzer", pool)
     before = {i: _snapshot(tdir, i) for i in (0, 1)}
 
     shutil.move(hidden, wav)
-    summary = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    summary = dump_teacher(pool, UttFactory, out, num_threads=1, progress=False)
     assert summary["this_run"]["shards_processed"] == 2
     assert summary["num_shards_done"] == 4 and summary["num_written"] == 7
     assert {i: _snapshot(tdir, i) for i in (0, 1)} == before  # verified shards not rewritten
-    assert not shard_paths(tdir, 2)["tmp_archive"].exists()
-    assert len(combine_shards(out, "resemblyzer")) == 7
+    assert len(_dumped(out, "resemblyzer", pool)) == 7
 
-    # resuming with other settings is refused instead of mixing shard layouts
-    with pytest.raises(ValueError, match="shard_size"):
-        dump_teacher(cuts, UttFactory, out, shard_size=3, num_threads=1, progress=False)
+    # resuming over another pool export (other shards) is refused instead of mixing shard layouts
+    other = _pool(cuts, tmp_path / "pool3", 3)
+    with pytest.raises(ValueError, match="pool"):
+        dump_teacher(other, UttFactory, out, num_threads=1, progress=False)
+    with pytest.raises(ValueError, match="another KD pool"):
+        read_teacher_cuts(out, "resemblyzer", other)
 
 
 def test_corrupt_archive_detected_and_redone(tmp_path, threads):
     cuts = _write_cuts(tmp_path / "wav", [1.0, 1.3, 0.9, 1.1], seed=2)
+    pool = _pool(cuts, tmp_path / "pool", 2)
     out = tmp_path / "out"
     # two independent jobs split the shards
-    s0 = dump_teacher(cuts, UttFactory, out, shard_size=2, job_index=0, num_job_splits=2, num_threads=1,
-                      progress=False)
+    s0 = dump_teacher(pool, UttFactory, out, job_index=0, num_job_splits=2, num_threads=1, progress=False)
     assert s0["num_shards_done"] == 1
-    assert len(combine_shards(out, "resemblyzer", allow_incomplete=True)) == 2
-    s1 = dump_teacher(cuts, UttFactory, out, shard_size=2, job_index=1, num_job_splits=2, num_threads=1,
-                      progress=False)
+    s1 = dump_teacher(pool, UttFactory, out, job_index=1, num_job_splits=2, num_threads=1, progress=False)
     assert s1["num_shards_done"] == 2 and s1["this_run"]["shards_processed"] == 1
     tdir = out / "resemblyzer"
     field = "resemblyzer_embedding"
 
-    # truncated archive: verification names the file; the cheap resume check notices; re-running redoes it
-    arch = shard_paths(tdir, 0)["archive"]
-    data = arch.read_bytes()
-    arch.write_bytes(data[: len(data) // 2])
-    with pytest.raises(RuntimeError, match="shard-00000.lca"):
-        verify_shard(tdir, 0, field)
-    assert not shard_is_finished(tdir, 0)[0]
+    # truncated tar: verification names the file; the cheap resume check notices; re-running redoes it
+    tar = shard_paths(tdir, field, 0)["tar"]
+    data = tar.read_bytes()
+    tar.write_bytes(data[:600])  # inside the first member's data
+    with pytest.raises(RuntimeError, match="resemblyzer_embedding.000000.tar"):
+        verify_teacher_shard(tdir, field, 0)
+    assert not shard_is_finished(tdir, field, 0)[0]
     keep = _snapshot(tdir, 1)
-    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    s = dump_teacher(pool, UttFactory, out, num_threads=1, progress=False)
     assert s["this_run"]["shards_processed"] == 1 and _snapshot(tdir, 1) == keep
-    assert verify_shard(tdir, 0, field)["num_arrays"] == 2
+    assert verify_teacher_shard(tdir, field, 0) == 2
 
-    # same-size corruption passes the cheap check but not a full re-verification
-    arch1 = shard_paths(tdir, 1)["archive"]
-    raw = bytearray(arch1.read_bytes())
-    for k in range(40, 80):
+    # same-size corruption of a lilcom blob passes the cheap check but not a full re-verification
+    tar1 = shard_paths(tdir, field, 1)["tar"]
+    raw = bytearray(tar1.read_bytes())
+    for k in range(512 + 40, 512 + 80):  # inside the first member's data (after its 512-byte tar header)
         raw[k] ^= 0x5A
-    arch1.write_bytes(bytes(raw))
-    with pytest.raises(RuntimeError, match="shard-00001.lca"):
-        verify_shard(tdir, 1, field)
-    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False)
+    tar1.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match="resemblyzer_embedding.000001.tar"):
+        verify_teacher_shard(tdir, field, 1)
+    s = dump_teacher(pool, UttFactory, out, num_threads=1, progress=False)
     assert s["this_run"]["shards_processed"] == 0
-    s = dump_teacher(cuts, UttFactory, out, shard_size=2, num_threads=1, progress=False, verify_existing=True)
+    s = dump_teacher(pool, UttFactory, out, num_threads=1, progress=False, verify_existing=True)
     assert s["this_run"]["shards_processed"] == 1
-    verify_shard(tdir, 1, field)
+    verify_teacher_shard(tdir, field, 1)
 
 
 def _wrong_dim_teacher(device: str) -> ResemblyzerTeacher:
@@ -302,18 +324,19 @@ def _wrong_dim_teacher(device: str) -> ResemblyzerTeacher:
 
 
 def test_bad_inputs(tmp_path, data, threads):
-    cuts = data["cuts"]
     with pytest.raises(ValueError, match=r"resemblyzer.*utt0|utt0.*resemblyzer"):
-        dump_teacher(cuts, _wrong_dim_teacher, tmp_path / "o", shard_size=3, tick_power=-10, num_threads=1,
+        dump_teacher(data["pool"], _wrong_dim_teacher, tmp_path / "o", tick_power=-10, num_threads=1,
                      progress=False)
-    assert not shard_paths(tmp_path / "o" / "resemblyzer", 0)["done"].exists()
+    assert not shard_paths(tmp_path / "o" / "resemblyzer", "resemblyzer_embedding", 0)["done"].exists()
     with pytest.raises(ValueError, match="shard_size"):
-        dump_teacher(cuts, UttFactory, tmp_path / "o2", shard_size=0)
+        export_pool_shar(data["cuts"], tmp_path / "p", shard_size=0)
     with pytest.raises(ValueError, match="job_index"):
-        dump_teacher(cuts, UttFactory, tmp_path / "o2", job_index=2, num_job_splits=2)
-    dup = CutSet.from_cuts([cuts[0], cuts[0]])
-    with pytest.raises(ValueError, match="duplicate cut id utt0"):
-        dump_teacher(dup, UttFactory, tmp_path / "o2")
+        dump_teacher(data["pool"], UttFactory, tmp_path / "o2", job_index=2, num_job_splits=2)
+    with pytest.raises(FileNotFoundError, match="pool.json"):
+        dump_teacher(tmp_path / "nowhere", UttFactory, tmp_path / "o2")
+    dup = _pool(CutSet.from_cuts([data["cuts"][0], data["cuts"][0]]), tmp_path / "dup", 2)
+    with pytest.raises(ValueError, match="two outputs for cut utt0"):
+        dump_teacher(dup, UttFactory, tmp_path / "o3", num_threads=1, progress=False)
 
 
 def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
@@ -322,17 +345,16 @@ def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
 
-    cuts_path = tmp_path / "cuts.jsonl.gz"
-    data["cuts"].subset(first=3).to_file(cuts_path)
+    pool = _pool(data["cuts"].subset(first=3), tmp_path / "pool", 2)
     cfg = tmp_path / "teachers.yaml"
     cfg.write_text("teachers:\n  spk:\n    kind: resemblyzer\n    level: utterance\n    dim: 256\n")
     f = factory_from_config("spk", cfg)
     assert f.kind == "resemblyzer" and f.kwargs == {"level": "utterance"} and f.expected_dim == 256
-    argv = ["dump_teacher.py", "--cuts", str(cuts_path), "--teacher", "spk", "--teachers-config", str(cfg),
-            "--out-dir", str(tmp_path / "out"), "--shard-size", "2", "--num-threads", "1", "--no-progress"]
+    argv = ["dump_teacher.py", "--pool-dir", str(pool), "--teacher", "spk", "--teachers-config", str(cfg),
+            "--out-dir", str(tmp_path / "out"), "--num-threads", "1", "--no-progress"]
     monkeypatch.setattr(sys, "argv", argv)
     cli.main()
-    got = combine_shards(tmp_path / "out", "spk")
+    got = _dumped(tmp_path / "out", "spk", pool)
     assert len(got) == 3 and got[0].load_spk_embedding().shape == (256,)
     cfg.write_text("teachers:\n  spk:\n    kind: resemblyzer\n    dim: 192\n")
     with pytest.raises(ValueError, match="dim 192"):
@@ -360,10 +382,10 @@ class _InfTeacher(_NanTeacher):
 def test_non_finite_output_refused_at_dump_naming_the_cut(tmp_path, data, threads, factory):
     out = tmp_path / "o"
     with pytest.raises(ValueError, match="non-finite values in the output for cut utt5"):
-        dump_teacher(data["cuts"], functools.partial(factory, level="utterance"), out, shard_size=3, num_threads=1,
+        dump_teacher(data["pool"], functools.partial(factory, level="utterance"), out, num_threads=1,
                      progress=False)
-    tdir = out / "resemblyzer"
-    assert shard_is_finished(tdir, 0)[0] and not shard_is_finished(tdir, 1)[0]  # utt5's shard never finished
+    tdir, field = out / "resemblyzer", "resemblyzer_embedding"
+    assert shard_is_finished(tdir, field, 0)[0] and not shard_is_finished(tdir, field, 1)[0]  # utt5's shard
 
 
 def test_flipped_byte_named_at_training_read(tmp_path, threads):
@@ -371,16 +393,45 @@ def test_flipped_byte_named_at_training_read(tmp_path, threads):
     from mt2kd_lib.data.dataset import collate_optional_field
 
     cuts = _write_cuts(tmp_path / "wav", [1.0, 1.2, 0.9, 1.1], seed=3)
+    pool = _pool(cuts, tmp_path / "pool", 2)
     out = tmp_path / "out"
-    dump_teacher(cuts, FrameFactory, out, shard_size=2, num_threads=1, progress=False)
-    attached = attach_teachers(cuts, out, ["resemblyzer_frame"])
+    dump_teacher(pool, FrameFactory, out, num_threads=1, progress=False)
     field = "resemblyzer_frame_embedding"  # a TemporalArray per cut
-    assert collate_optional_field(attached, field)[f"{field}_mask"].all()  # intact: loads
-    arch = shard_paths(out / "resemblyzer_frame", 1)["archive"]
-    victim = [c for c in attached if c.custom[field].array.storage_path == str(arch)][1]
-    raw = bytearray(arch.read_bytes())
-    pos = int(victim.custom[field].array.storage_key.split(",")[0]) + 40  # inside that cut's lilcom blob
+
+    def read():
+        return CutSet.from_cuts(list(read_kd_cuts(pool, out, ["resemblyzer_frame"], shuffle_shards=False)[0]))
+
+    assert collate_optional_field(read(), field)[f"{field}_mask"].all()  # intact: loads
+    tar = shard_paths(out / "resemblyzer_frame", field, 1)["tar"]
+    raw = bytearray(tar.read_bytes())
+    # the shard's second cut (utt3): its data member follows the first cut's data + json members
+    victim = read()[3]
+    blob = bytes(victim.custom[field].array.storage_key)
+    pos = bytes(raw).index(blob[:64]) + 40  # inside that cut's lilcom blob
     raw[pos] ^= 0x10
-    arch.write_bytes(bytes(raw))
-    with pytest.raises(RuntimeError, match=rf"cut {victim.id} .*shard-00001.lca|cut {victim.id} in shard .*shard-00001"):
-        collate_optional_field(attached, field)
+    tar.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match=rf"cut {victim.id} \(shard .*cuts.000001.jsonl.gz\)"):
+        collate_optional_field(read(), field)
+
+
+def test_origin_and_integer_outputs(tmp_path, data, threads):
+    """A teacher dumped for one origin: other cuts get the no-data marker; integer outputs are stored as .npy."""
+    cuts = CutSet.from_cuts(c.with_custom("origin", "sv" if i % 2 == 0 else "asr") for i, c in enumerate(data["cuts"]))
+    pool = _pool(cuts, tmp_path / "pool", 3)
+
+    class _Codes(ResemblyzerTeacher):  # the real teacher's embedding quantised to 8-bit codes, as an MVQ teacher
+        def infer_batch(self, audios):
+            return [np.clip(np.round(o * 127 + 128), 0, 255).astype(np.uint8) for o in super().infer_batch(audios)]
+
+    out = tmp_path / "out"
+    s = dump_teacher(pool, functools.partial(_Codes, level="utterance"), out, origin="sv", num_threads=1,
+                     progress=False)
+    sv = [c.id for c in cuts if c.custom["origin"] == "sv" and c.id != SHORT_ID]
+    assert s["num_written"] == len(sv) and s["num_covered"] == 4 and s["num_skipped"] == 1  # utt4: too short
+    got = {c.id: c for c in read_teacher_cuts(out, "resemblyzer", pool)}
+    assert list(got) == list(cuts.ids)
+    assert sorted(k for k, c in got.items() if c.custom.get("resemblyzer_embedding") is not None) == sorted(sv)
+    codes = got[sv[0]].load_custom("resemblyzer_embedding")
+    assert codes.dtype == np.uint8 and codes.shape == (256,)
+    want = _Codes("utterance").infer_batch([_audio(got[sv[0]])])[0]
+    np.testing.assert_array_equal(codes, want)  # integers are stored losslessly

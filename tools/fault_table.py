@@ -104,11 +104,17 @@ def reference(work: Path, fresh: bool) -> Tuple[Dict[int, float], Dict[str, obje
 # ---- comparing a run's products with the reference's ---------------------------------------------------------
 
 def dump_fingerprints(exp: Path) -> Dict[str, object]:
-    """Per teacher: {cut id: crc32} from the shards' done markers (what the dump verified it wrote)."""
+    """Per teacher: {cut id: crc32} from the shards' crc32 Shar fields (what the dump verified it wrote)."""
+    from lhotse.lazy import LazyJsonlIterator
+
     out = {}
-    for done in sorted(exp.glob("teacher_outputs*/*/shard-*.done")):
-        for cut, crc in json.loads(done.read_text()).get("checksums", {}).items():
-            out[f"{done.parent.parent.name}/{done.parent.name}/{cut}"] = crc
+    for crcs in sorted(exp.glob("teacher_outputs*/*/*_crc32.*.jsonl.gz")):
+        if not (crcs.parent / f"shard-{crcs.name.split('.')[1]}.done").is_file():
+            continue
+        for item in LazyJsonlIterator(crcs):
+            for key, crc in item.items():
+                if key != "cut_id":
+                    out[f"{crcs.parent.parent.name}/{crcs.parent.name}/{item['cut_id']}"] = crc
     return out
 
 
@@ -193,20 +199,21 @@ def kill_stage(work: Path, s: int, seconds: Dict[int, float], rng: random.Random
 
 
 def flipped_byte(work: Path) -> Dict:
-    """One byte flipped inside a cut's lilcom data, then the KD stage."""
-    from lhotse import CutSet
+    """One byte flipped inside a cut's lilcom data (in a teacher's Shar tar), then the KD stage."""
+    from lhotse.shar.readers.tar import TarIterator
 
     case = work / "run"
     copy_state(work / "reference" / "before-6", case)
     tdir = sorted((case / "exp" / "teacher_outputs").iterdir())[0]
-    manifest = sorted(tdir.glob("shard-*.jsonl.gz"))[0]
-    cut = list(CutSet.from_file(manifest))[1]
-    arr = next(v for k, v in cut.custom.items() if hasattr(v, "to_dict") and k != "origin")
-    key = (arr.array if hasattr(arr, "array") else arr).storage_key
-    archive = Path((arr.array if hasattr(arr, "array") else arr).storage_path)
+    archive = sorted(tdir.glob("*.000000.tar"))[0]
+    manifest, path = [(m, p) for m, p in TarIterator(archive) if m is not None][1]
+    blob = bytes((manifest.array if hasattr(manifest, "array") else manifest).storage_key)
     raw = bytearray(archive.read_bytes())
-    raw[int(key.split(",")[0]) + 40] ^= 0x10
+    raw[bytes(raw).index(blob[:64]) + 40] ^= 0x10
     archive.write_bytes(bytes(raw))
+    cut = type("Cut", (), {"id": str(path.parent / path.stem)})
+    # the training read names the cut and its pool shard (the tar sits beside that shard's fields)
+    archive = Path("cuts.000000.jsonl.gz")
     rc, out = run(pipeline(case / "data", case / "exp", 6, 6), work / "log-flip.txt")
     logs = out + "".join(p.read_text(errors="replace") for p in (case / "exp").rglob("*.log"))
     named = archive.name in logs and cut.id in logs
@@ -226,8 +233,11 @@ def non_finite(work: Path) -> List[Dict]:
     from mt2kd_lib.teachers.dump import dump_teacher
     from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher
 
+    from mt2kd_lib.data.shar import export_pool_shar
+
     cuts = CutSet.from_file(work / "run" / "data" / "fbank" / "kd_cuts_pool.jsonl.gz").subset(first=4).to_eager()
     victim_len = cuts[2].num_samples
+    pool = export_pool_shar(cuts, work / "nonfinite-pool", shard_size=2) and work / "nonfinite-pool"
     rows = []
     for bad in (float("nan"), float("inf")):
         class Bad(ResemblyzerTeacher):
@@ -239,7 +249,7 @@ def non_finite(work: Path) -> List[Dict]:
                 return outs
 
         try:
-            dump_teacher(cuts, functools.partial(Bad, level="utterance"), work / f"nonfinite-{bad}", shard_size=2,
+            dump_teacher(pool, functools.partial(Bad, level="utterance"), work / f"nonfinite-{bad}",
                          num_threads=1, progress=False)
             ok, note = False, "accepted"
         except ValueError as e:

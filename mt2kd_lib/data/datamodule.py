@@ -18,10 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler, SpecAugment
+from lhotse.dataset import DynamicBucketingSampler, IterableDatasetWrapper, SimpleCutSampler, SpecAugment
 
 from mt2kd_lib.data.dataset import MultiTaskDataset
-from mt2kd_lib.models.zipformer.model import MIN_INPUT_FRAMES
+from mt2kd_lib.data.frames import MIN_INPUT_FRAMES, encoder_output_frames  # noqa: F401 (re-exported)
 
 
 def _set_task(cut: Any, task: str) -> Any:
@@ -31,11 +31,6 @@ def _set_task(cut: Any, task: str) -> Any:
 def tag_task(cuts: CutSet, task: str) -> CutSet:
     """Set ``custom["task"]`` on every cut (lazily for lazy CutSets; picklable for DataLoader workers)."""
     return cuts.map(functools.partial(_set_task, task=task))
-
-
-def encoder_output_frames(num_frames: int) -> int:
-    """25 Hz encoder frames of a ``num_frames`` 100 Hz input (Conv2dSubsampling then /2, as icefall)."""
-    return (((num_frames - 7) // 2) + 1) // 2
 
 
 class CutFilter:
@@ -120,6 +115,7 @@ def make_train_dl(
     rank: Optional[int] = None,
     num_workers: int = 0,
     buffer_size: int = 20000,
+    iterable: bool = False,
 ) -> torch.utils.data.DataLoader:
     """DataLoader of mixed-task training batches.
 
@@ -129,7 +125,11 @@ def make_train_dl(
       max_duration: seconds of audio per batch (per rank).
       dataset: the collating dataset (default: a bare :class:`MultiTaskDataset`).
       world_size / rank: DDP partitioning (None: single process, or auto-detected by lhotse).
-    The sampler is ``dl.sampler``; call ``dl.sampler.set_epoch(epoch)`` before each epoch.
+      buffer_size: cuts the bucketing sampler holds; with Shar input these carry their teacher outputs in memory.
+      iterable: the CutSets are Shar streams read with ``split_for_dataloading=True`` (each DDP rank and
+        dataloader worker reads its own shards): the sampler then runs inside each worker, wrapped in lhotse's
+        ``IterableDatasetWrapper``, with ``world_size=1, rank=0`` (the shards are already split).
+    The sampler is :func:`train_sampler` ``(dl)``; call its ``set_epoch(epoch)`` before each epoch.
     """
     if not cutsets:
         raise ValueError("make_train_dl: no CutSets given")
@@ -154,13 +154,25 @@ def make_train_dl(
         drop_last=drop_last,
         buffer_size=buffer_size,
         seed=seed,
-        world_size=world_size,
-        rank=rank,
+        world_size=1 if iterable else world_size,
+        rank=0 if iterable else rank,
     )
     ds = dataset if dataset is not None else MultiTaskDataset()
+    if iterable:
+        return torch.utils.data.DataLoader(IterableDatasetWrapper(ds, sampler), batch_size=None,
+                                           num_workers=num_workers, persistent_workers=False)
     return torch.utils.data.DataLoader(
         ds, sampler=sampler, batch_size=None, num_workers=num_workers, persistent_workers=False
     )
+
+
+def train_sampler(dl: Any) -> Any:
+    """The lhotse sampler of a training DataLoader: ``dl.sampler`` (map-style), or the one inside lhotse's
+    ``IterableDatasetWrapper`` (Shar input, see :func:`make_train_dl` ``iterable``)."""
+    ds = getattr(dl, "dataset", None)
+    if isinstance(ds, IterableDatasetWrapper):
+        return ds.sampler
+    return getattr(dl, "sampler", None)
 
 
 def make_eval_dl(

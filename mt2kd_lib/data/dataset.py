@@ -29,6 +29,7 @@ from lhotse.array import Array, TemporalArray
 from lhotse.dataset.collation import collate_custom_field, collate_features
 
 from mt2kd_lib.data.contract import parse_audio_event
+from mt2kd_lib.data.teacher_shar import load_checked
 
 TASK_NAMES = ("asr", "at", "sv", "kd")
 # Soft labels further than this outside [0, 1] are not probabilities (lilcom's quantisation stays well within it).
@@ -251,8 +252,6 @@ def collate_optional_field(cuts: CutSet, field: str) -> Dict[str, torch.Tensor]:
     out: Dict[str, torch.Tensor] = {f"{field}_mask": mask}
     if not have:
         return out
-    from mt2kd_lib.teachers.shards import load_checked
-
     for i in have:  # a corrupt archive is named (shard and cut), not decoded into silently wrong targets
         if isinstance(cut_list[i].custom.get(field), (Array, TemporalArray)):
             load_checked(cut_list[i], field)

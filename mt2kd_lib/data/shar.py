@@ -65,3 +65,48 @@ def read_shar(
         raise FileNotFoundError(f"{in_dir}: no Shar shards (cuts.NNNNNN.jsonl.gz)")
     return CutSet.from_shar(in_dir=in_dir, shuffle_shards=shuffle_shards, seed=seed,
                             split_for_dataloading=split_for_dataloading)
+
+
+def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int = 1000,
+                     source: Optional[str] = None) -> Dict:
+    """Write the KD pool once as Shar cut shards ``cuts.NNNNNN.jsonl.gz`` plus ``pool.json``; returns that info.
+
+    Only the ``cuts`` field is written: each cut keeps its own features and recording references (lhotse's
+    ``to_shar`` would reset ``start`` to 0, which breaks the audio of cuts inside longer recordings that the
+    teachers read). The teachers' outputs are added next to these shards as Shar fields (data/teacher_shar.py).
+    Streams ``cuts`` (lazy is fine); ``pool.json`` is written last, so an interrupted export has none and is redone.
+    Cut ids must be unique within a shard (lhotse's Shar reader matches entries by position and checks ids).
+    """
+    from lhotse.shar.writers.cut import JsonlShardWriter
+
+    from mt2kd_lib.data.teacher_shar import POOL_INFO, ids_fingerprint, pool_shard_path, write_json
+
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / POOL_INFO).unlink(missing_ok=True)
+    for old in output_dir.glob("cuts.*.jsonl.gz"):
+        old.unlink()
+    shard_sha: List[str] = []
+    num_cuts = 0
+    ids: List[str] = []  # of the current shard only
+    writer = JsonlShardWriter(str(output_dir / "cuts.%06d.jsonl.gz"), shard_size=shard_size)
+    with writer:
+        for cut in cuts:
+            writer.write(cut)
+            ids.append(cut.id)
+            num_cuts += 1
+            if len(ids) == shard_size:
+                shard_sha.append(ids_fingerprint(ids))
+                ids = []
+    if ids:
+        shard_sha.append(ids_fingerprint(ids))
+    if num_cuts == 0:
+        raise ValueError("cannot export an empty KD pool to Shar")
+    assert all(pool_shard_path(output_dir, i).is_file() for i in range(len(shard_sha)))
+    info = dict(num_shards=len(shard_sha), shard_size=shard_size, num_cuts=num_cuts, shard_ids_sha1=shard_sha,
+                ids_sha1=ids_fingerprint(shard_sha), source=source)
+    write_json(output_dir / POOL_INFO, info)
+    logging.info(f"KD pool: {num_cuts} cuts in {len(shard_sha)} Shar shards under {output_dir}")
+    return info

@@ -1,25 +1,32 @@
 """AT soft labels for stage-2 fine-tuning: the AT teacher's dumped clip probabilities on the AT training cuts.
 
-Where they come from: run.sh stage 5 (local/dump_teacher.py) dumps every teacher over the KD pool
-``data/<recipe>/fbank/kd_cuts_pool.jsonl.gz`` into ``<exp>/teacher_outputs/<teacher>/shard-*`` (see
-:mod:`mt2kd_lib.teachers.shards`). The pool is the training cuts of every task under their own ids (prepare drops
+Where they come from: run.sh stage 5 (local/dump_teacher.py) dumps every teacher over the KD pool's Shar export
+into ``<exp>/teacher_outputs/<teacher>/<field>.NNNNNN.tar`` (see :mod:`mt2kd_lib.data.teacher_shar`). The pool is the training cuts of every task under their own ids (prepare drops
 the supervisions and adds ``custom["origin"]``; fbank reuses the training features), so an AT training cut finds
 its teacher output by cut id. Each match is also checked to be the same audio segment (recording id, start,
 duration): egs/mini ids are generic (``at-train-00000``), and a dump of another corpus must be refused, not used.
 
-The teacher outputs are attached with the same code the KD stage uses (:func:`combine_shards`,
-:func:`attach_fields_by_id`); :class:`mt2kd_lib.data.dataset.MultiTaskDataset` (``at_soft_field``) collates them
-and mixes them with the hard labels. Every AT training cut must have an output: a missing one is an error, never a
-silent fallback to hard labels.
+The AT cuts stay a lazy stream; the pool lists them in another order than the AT training manifest, so the AT
+teacher's outputs (clip probabilities only, a few KB a cut) are looked up by id in a table built from one pass over
+its dump. That table is the one id-join left in training, only with ``--at-soft-labels``.
+:class:`mt2kd_lib.data.dataset.MultiTaskDataset` (``at_soft_field``) collates them and mixes them with the hard
+labels. Every AT training cut must have an output: a missing one is an error, never a silent fallback to hard labels.
 """
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from lhotse import CutSet
+from lhotse.utils import fastcopy
 
-from mt2kd_lib.teachers.shards import attach_fields_by_id, combine_shards, load_dump_config, teacher_dir
+from mt2kd_lib.data.teacher_shar import (
+    checksum_key,
+    dump_pool_dir,
+    load_dump_config,
+    read_teacher_cuts,
+    teacher_dir,
+)
 
 MAX_LISTED = 10  # cut ids named in an error message
 
@@ -43,13 +50,13 @@ def _same_segment(a: Any, b: Any) -> bool:
             and abs(a.duration - b.duration) < 1e-3)
 
 
-def check_coverage(cuts: CutSet, dumped: CutSet, where: Union[str, Path]) -> None:
+def check_coverage(cuts: CutSet, by_id: Mapping[str, Any], where: Union[str, Path]) -> None:
     """Every cut of ``cuts`` has a dumped cut with its id and the same audio segment, or a ValueError names them."""
-    by_id = {c.id: c for c in dumped}
+    total = sum(1 for _ in cuts)
     missing: List[str] = [c.id for c in cuts if c.id not in by_id]
     if missing:
         raise ValueError(
-            f"{len(missing)} of {len(cuts)} AT training cuts have no teacher output in {where}: "
+            f"{len(missing)} of {total} AT training cuts have no teacher output in {where}: "
             f"{', '.join(missing[:MAX_LISTED])}{' ...' if len(missing) > MAX_LISTED else ''}. The dump covers the "
             "KD pool (kd_cuts_pool.jsonl.gz) minus cuts the teacher skipped (shard-*.skipped); cuts outside it "
             "(e.g. --use-teacher-extra splits) have none. Re-run the dump stage (run.sh stage 5) or leave out "
@@ -57,7 +64,7 @@ def check_coverage(cuts: CutSet, dumped: CutSet, where: Union[str, Path]) -> Non
     other = [c.id for c in cuts if not _same_segment(c, by_id[c.id])]
     if other:
         raise ValueError(
-            f"{len(other)} of {len(cuts)} AT training cuts match a teacher output in {where} by id but not by audio "
+            f"{len(other)} of {total} AT training cuts match a teacher output in {where} by id but not by audio "
             f"(recording id / start / duration differ), e.g. {', '.join(other[:MAX_LISTED])}: the dump is of "
             "another corpus; re-run the dump stage (run.sh stage 5)")
 
@@ -66,12 +73,29 @@ def load_at_soft_labels(cuts: CutSet, out_dir: Union[str, Path], teacher: str, n
                         ) -> Tuple[CutSet, str]:
     """Attach the dumped output of AT teacher ``teacher`` (under ``out_dir``) to every cut of ``cuts``.
 
-    Returns the cuts (eager, with the teacher's custom field) and the field name, e.g. ``at_teacher_probabilities``.
+    Returns the cuts (lazy when ``cuts`` is, with the teacher's custom field) and the field name, e.g.
+    ``at_teacher_probabilities``.
     Raises ValueError when the teacher is not an AT probabilities teacher over ``num_classes`` classes, or when any
     cut has no (matching) output; FileNotFoundError / RuntimeError when the dump is missing or unfinished.
     """
     field = check_at_teacher(load_dump_config(out_dir, teacher), teacher, num_classes)
-    dumped = combine_shards(out_dir, teacher)
+    dumped = {c.id: c for c in read_teacher_cuts(out_dir, teacher, dump_pool_dir(out_dir, teacher))
+              if c.custom.get(field) is not None}
     check_coverage(cuts, dumped, teacher_dir(out_dir, teacher))
-    logging.info(f"AT soft labels: output of teacher {teacher} ({field}) found for all {len(cuts)} AT training cuts")
-    return attach_fields_by_id(cuts, {field: dumped}), field
+    logging.info(f"AT soft labels: output of teacher {teacher} ({field}) found for every AT training cut")
+    return cuts.map(AttachById(field, {cid: _field_values(c, field) for cid, c in dumped.items()})), field
+
+
+def _field_values(cut: Any, field: str) -> Dict[str, Any]:
+    key = checksum_key(field)
+    return {k: cut.custom[k] for k in (field, key) if k in cut.custom}
+
+
+class AttachById:
+    """Picklable cut map: add the custom values ``table[cut.id]`` (a teacher field and its crc32) to each cut."""
+
+    def __init__(self, field: str, table: Dict[str, Dict[str, Any]]) -> None:
+        self.field, self.table = field, table
+
+    def __call__(self, cut: Any) -> Any:
+        return fastcopy(cut, custom={**(cut.custom or {}), **self.table[cut.id]})

@@ -45,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from mt2kd_lib.data.frames import FBANK_FRAME_SHIFT, encoder_output_frames
 from mt2kd_lib.export.sherpa_layout import speaker_metadata, write_sherpa_class_labels
 from mt2kd_lib.models.student import StudentModel
 from mt2kd_lib.models.transducer.decoder import Decoder
@@ -53,7 +54,7 @@ from mt2kd_lib.models.zipformer.model import MIN_INPUT_FRAMES, EncoderWithEmbed
 
 DEFAULT_OPSET = 13
 SUPPORTED_OPSETS = range(13, 18)
-FRAME_SHIFT_S = 0.01  # fbank frames are 10 ms apart
+FRAME_SHIFT_S = FBANK_FRAME_SHIFT  # fbank frames are 10 ms apart
 DEFAULT_MAX_SECONDS = 120.0
 SAMPLE_RATE = 16000
 DEFAULT_LANGUAGE = "unknown"  # sherpa-onnx's speaker metadata needs a non-empty language
@@ -123,7 +124,7 @@ def _pad_time(x: Tensor, frames: int) -> Tensor:
 
 def _num_out_frames(t: Union[int, Tensor]) -> Union[int, Tensor]:
     """Encoder output frames for ``t`` input frames (traced as shape arithmetic when t comes from a size)."""
-    return ((t - 7) // 2 + 1) // 2
+    return encoder_output_frames(t)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Di
     kd_cfg = (ckpt.get("model_config") or {}).get("kd", {})
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     own = student.encoder.state_dict()
-    for k, v in enc.items():  # before loading anything: name the first tensor that does not fit
-        if k in own and own[k].shape != v.shape:
-            raise ValueError(f"{path}: the KD encoder does not match the student's: {k} is {tuple(v.shape)} in the "
-                             f"checkpoint, {tuple(own[k].shape)} in the student; use the same encoder preset in "
-                             f"both stages")
+    other = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in enc.items() if k in own
+             and own[k].shape != v.shape]
+    if other:
+        raise ValueError(f"{path}: the KD encoder does not match the student's (other shapes: {other[:3]}); use the "
+                         "same encoder preset in both stages")
     missing, unexpected = student.encoder.load_state_dict(enc, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: the KD encoder does not match the student's (missing {missing[:3]}, "

@@ -18,15 +18,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from mt2kd_lib.losses.kd import (cosine_embedding_loss, frame_l1_loss, frame_stack_factor, make_kd_head,
-                                 prob_bce_loss)
+from mt2kd_lib.data.frames import ENCODER_FRAME_SHIFT
+from mt2kd_lib.models.kd_heads import (cosine_embedding_loss, frame_l1_loss, frame_stack_factor, make_kd_head,
+                                       prob_bce_loss)
 from mt2kd_lib.losses.transducer_schedule import finite_or_skip
 from mt2kd_lib.models.encoder_presets import build_encoder
 from mt2kd_lib.models.zipformer.model import EncoderWithEmbed
 
 logger = logging.getLogger(__name__)
 
-STUDENT_FRAME_SHIFT = 0.04  # Zipformer2 output: 25 Hz
+STUDENT_FRAME_SHIFT = ENCODER_FRAME_SHIFT
 KINDS = {"frame", "probabilities", "utterance"}
 
 

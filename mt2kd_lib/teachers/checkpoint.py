@@ -12,11 +12,10 @@ import numpy as np
 import torch
 from lhotse import Fbank, FbankConfig
 
-from mt2kd_lib.data.datamodule import encoder_output_frames
+from mt2kd_lib.data.frames import ENCODER_FRAME_SHIFT, encoder_output_frames
 from mt2kd_lib.data.features import NUM_MEL_BINS
 from mt2kd_lib.teachers.base import Teacher, TeacherSpec
 
-ENCODER_FRAME_SHIFT = 0.04
 
 
 class CheckpointTeacher(Teacher):

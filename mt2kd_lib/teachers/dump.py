@@ -1,16 +1,18 @@
-"""Dump a teacher's outputs over a lhotse CutSet into verified, resumable lilcom shards.
+"""Dump a teacher's outputs over the KD pool's Shar shards into verified, resumable Shar fields.
 
-See :mod:`mt2kd_lib.teachers.shards` for the on-disk layout. Per shard: the cuts are sorted by duration and run in
-mini-batches; each output is stored with ``LilcomChunkyWriter.store_array`` (frame-level -> ``TemporalArray`` with
-the teacher's frame shift and ``temporal_dim=0``, utterance-level -> ``Array``), immediately decoded back from the
-file to measure the lilcom error against the float output (max/mean/relative) and to record a crc32 of the decoded
-values. After the archive and manifest are moved into place, the shard is re-opened with stock lhotse readers and
-every array is decoded again: shape, finiteness and crc32 must match, and the write-time error must be within half a
-lilcom tick (the quantisation bound). Only then the ``.done`` marker is written. Re-running skips finished shards.
+See :mod:`mt2kd_lib.data.teacher_shar` for the layout: per pool shard, one tar with the teacher's output for every
+cut (lhotse's no-data marker for cuts it does not cover: other origins, or too short) and a JSONL field with their
+crc32. Per shard: the cuts are sorted by duration and run in mini-batches; each output is compressed at once (lilcom
+for float outputs, .npy for integer ones) and decoded back to measure the lilcom error against the float output and
+to record a crc32 of the decoded values (:class:`mt2kd_lib.teachers.shar_writer.TeacherShardWriter`). The shard's
+tar and crc file are moved into place, read back with lhotse's Shar reader and checked (ids in pool order, shape,
+finiteness, crc32), the lilcom error must be within half a tick; only then the ``.done`` marker is written.
+Re-running skips finished shards.
 
 Parallelism: ``num_jobs`` worker processes (spawned, each builds its own teacher from the picklable factory; a
 comma-separated ``device`` list is assigned round-robin to workers) and ``job_index``/``num_job_splits`` to split the
-shards between independent invocations (shard ``i`` belongs to job ``i % num_job_splits``).
+shards between independent invocations (shard ``i`` belongs to job ``i % num_job_splits``). Workers read their pool
+shard themselves: no cut list is held or pickled beyond one shard.
 
 lilcom tick power: ``tick_power=None`` calibrates it once per dump from the first few usable cuts:
 ``floor(log2(rms)) - rel_precision_bits``, so the max error is at most ``rms / 2**(rel_precision_bits+1)``
@@ -29,31 +31,27 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 import torch
-from lhotse import CutSet, LilcomChunkyWriter
-from lhotse.array import Array, TemporalArray
-from lhotse.utils import fastcopy
+from lhotse import CutSet
 from tqdm import tqdm
 
-from mt2kd_lib.teachers.base import Teacher, TeacherSpec
-from mt2kd_lib.teachers.shards import (
+from mt2kd_lib.data.teacher_shar import (
     CONFIG_NAME,
+    LAYOUT,
     SUMMARY_NAME,
     Pathlike,
-    array_checksum,
-    atomic_write_text,
     check_name,
     field_name,
-    fsync_file,
-    ids_fingerprint,
+    pool_record,
+    pool_shard_path,
     read_done,
     read_json,
+    read_pool_info,
     shard_is_finished,
-    shard_paths,
-    shard_stem,
     teacher_dir,
-    verify_shard,
     write_json,
 )
+from mt2kd_lib.teachers.base import Teacher, TeacherSpec
+from mt2kd_lib.teachers.shar_writer import TeacherShardWriter, lilcom_tolerance, verify_teacher_shard
 
 TeacherFactoryFn = Callable[[str], Teacher]
 CALIBRATION_CUTS = 4
@@ -65,12 +63,18 @@ class ShardTask:
     """Everything a worker needs to produce one shard (picklable)."""
 
     index: int
-    cuts: List[Any]
+    pool_shard: str
     tdir: str
     field: str
     tick_power: int
     batch_size: int
     ids_sha1: str
+    origin: Optional[str] = None
+
+
+def _covers(cut: Any, origin: Optional[str]) -> bool:
+    """With task-ID masking a teacher's outputs are used only on cuts of its own origin: dump only those."""
+    return origin is None or (cut.custom or {}).get("origin") == origin
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,44 +111,26 @@ def _check_output(out: Any, spec: TeacherSpec, cut_id: str) -> np.ndarray:
         )
     if out.shape[0] == 0:
         raise ValueError(f"teacher {spec.name}: empty output (0 frames) for cut {cut_id}")
+    if np.issubdtype(out.dtype, np.integer):
+        return np.ascontiguousarray(out)  # e.g. codebook indexes: stored losslessly as .npy
     if not np.isfinite(out).all():
         raise ValueError(f"teacher {spec.name}: non-finite values in the output for cut {cut_id}")
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _with_storage_path(manifest: Any, path: str) -> Any:
-    """The manifest was written under the temporary archive name; point it at the final one."""
-    if isinstance(manifest, TemporalArray):
-        return fastcopy(manifest, array=fastcopy(manifest.array, storage_path=path))
-    return fastcopy(manifest, storage_path=path)
-
-
-def lilcom_tolerance(tick_power: int, max_abs_value: float) -> float:
-    """Largest error lilcom may introduce: half a tick, plus float32 rounding of the reconstructed value."""
-    return 2.0 ** (tick_power - 1) + 4.0 * float(np.finfo(np.float32).eps) * max_abs_value
-
-
 def process_shard(teacher: Teacher, task: ShardTask) -> Dict[str, Any]:
     """Produce, verify and mark one shard; returns its ``.done`` record."""
     spec = teacher.spec
-    paths = shard_paths(task.tdir, task.index)
-    # Remove the marker first: from here on the shard is "unfinished" until the new marker lands.
-    for key in ("done", "tmp_archive", "tmp_manifest"):
-        paths[key].unlink(missing_ok=True)
-    t0 = time.time()
-    final_archive = str(paths["archive"])
-    manifests: Dict[str, Any] = {}
-    checksums: Dict[str, int] = {}
+    cuts = list(CutSet.from_file(task.pool_shard))  # one pool shard
+    frame_shift = spec.frame_shift if spec.level == "frame" else None
+    writer = TeacherShardWriter(Path(task.tdir), task.field, task.index, task.tick_power, frame_shift)
     skipped: List[Tuple[str, str]] = []
-    st = dict(num_values=0, audio_seconds=0.0, max_abs_error=0.0, sum_abs_error=0.0, sum_sq_error=0.0,
-              sum_abs_value=0.0, sum_sq_value=0.0, max_abs_value=0.0)
-    order = sorted(range(len(task.cuts)), key=lambda i: task.cuts[i].duration)  # less padding per batch
-    writer = LilcomChunkyWriter(paths["tmp_archive_base"], tick_power=task.tick_power)
+    audio_seconds = 0.0
     try:
-        for b in range(0, len(order), task.batch_size):
-            batch = [task.cuts[i] for i in order[b : b + task.batch_size]]
+        todo = sorted((c for c in cuts if _covers(c, task.origin)), key=lambda c: c.duration)  # less padding
+        for b in range(0, len(todo), task.batch_size):
             cuts_ok, audios = [], []
-            for cut in batch:
+            for cut in todo[b : b + task.batch_size]:
                 audio = _load_mono(cut, spec.sampling_rate)
                 dur = audio.shape[0] / spec.sampling_rate
                 if dur < spec.min_duration:
@@ -158,86 +144,23 @@ def process_shard(teacher: Teacher, task: ShardTask) -> Dict[str, Any]:
                 outs = teacher.infer_batch(audios)
             except Exception as e:
                 raise RuntimeError(
-                    f"teacher {spec.name} failed on {shard_stem(task.index)} batch with cuts "
+                    f"teacher {spec.name} failed on pool shard {task.index} batch with cuts "
                     f"{[c.id for c in cuts_ok]}: {e}"
                 ) from e
             if len(outs) != len(audios):
                 raise RuntimeError(f"teacher {spec.name} returned {len(outs)} outputs for {len(audios)} inputs")
             for cut, audio, out in zip(cuts_ok, audios, outs):
-                out = _check_output(out, spec, cut.id)
-                # lilcom.compress overwrites its input, hence the copy.
-                if spec.level == "frame":
-                    m = writer.store_array(cut.id, out.copy(), frame_shift=spec.frame_shift, temporal_dim=0,
-                                           start=cut.start)
-                else:
-                    m = writer.store_array(cut.id, out.copy())
-                writer.file.flush()
-                decoded = m.load() if isinstance(m, Array) else m.load(start=m.start)
-                if decoded.shape != out.shape:
-                    raise RuntimeError(f"{paths['tmp_archive']}: cut {cut.id} decoded to {decoded.shape}, "
-                                       f"wrote {out.shape}")
-                err = np.abs(decoded.astype(np.float64) - out)
-                absval = np.abs(out.astype(np.float64))
-                st["num_values"] += out.size
-                st["audio_seconds"] += audio.shape[0] / spec.sampling_rate
-                st["max_abs_error"] = max(st["max_abs_error"], float(err.max()))
-                st["sum_abs_error"] += float(err.sum())
-                st["sum_sq_error"] += float((err**2).sum())
-                st["sum_abs_value"] += float(absval.sum())
-                st["sum_sq_value"] += float((absval**2).sum())
-                st["max_abs_value"] = max(st["max_abs_value"], float(absval.max()))
-                checksums[cut.id] = array_checksum(decoded)
-                manifests[cut.id] = _with_storage_path(m, final_archive)
-    finally:
-        writer.close()
-    tol = lilcom_tolerance(task.tick_power, st["max_abs_value"])
-    if st["max_abs_error"] > tol:
-        raise RuntimeError(
-            f"{final_archive}: lilcom error {st['max_abs_error']:.3g} exceeds tolerance {tol:.3g} "
-            f"at tick_power {task.tick_power}"
-        )
-    fsync_file(paths["tmp_archive"])
-    os.replace(paths["tmp_archive"], paths["archive"])
-
-    out_cuts = []
-    for cut in task.cuts:  # original order
-        if cut.id in manifests:
-            custom = dict(cut.custom or {})
-            custom[task.field] = manifests[cut.id]
-            out_cuts.append(fastcopy(cut, custom=custom))
-    CutSet.from_cuts(out_cuts).to_file(paths["tmp_manifest"])
-    fsync_file(paths["tmp_manifest"])
-    os.replace(paths["tmp_manifest"], paths["manifest"])
-
-    if skipped:
-        atomic_write_text(paths["skipped"], "".join(f"{cid}\t{why}\n" for cid, why in skipped))
-        logging.warning("%s: skipped %d too-short cuts (listed in %s)", shard_stem(task.index), len(skipped),
-                        paths["skipped"])
-    else:
-        paths["skipped"].unlink(missing_ok=True)
-
-    check = verify_shard(task.tdir, task.index, task.field, checksums=checksums)
-    if check["num_arrays"] != len(manifests):
-        raise RuntimeError(f"{final_archive}: read back {check['num_arrays']} arrays, wrote {len(manifests)}")
-
-    record = dict(
-        index=task.index,
-        field=task.field,
-        tick_power=task.tick_power,
-        ids_sha1=task.ids_sha1,
-        num_cuts=len(task.cuts),
-        num_written=len(manifests),
-        num_skipped=len(skipped),
-        archive_bytes=paths["archive"].stat().st_size,
-        manifest_bytes=paths["manifest"].stat().st_size,
-        float32_bytes=4 * st["num_values"],
-        compute_seconds=time.time() - t0,
-        device=str(teacher.device),
-        checksums=checksums,
-        **st,
-    )
-    write_json(paths["done"], record)
-    return record
+                writer.add(cut, _check_output(out, spec, cut.id))
+                audio_seconds += audio.shape[0] / spec.sampling_rate
+        if skipped:
+            logging.warning("shard %d: skipped %d too-short cuts (listed in its done marker)", task.index,
+                            len(skipped))
+        return writer.finish([c.id for c in cuts], dict(
+            ids_sha1=task.ids_sha1, num_cuts=len(cuts), num_covered=len(todo), num_skipped=len(skipped),
+            skipped=[list(x) for x in skipped], audio_seconds=audio_seconds, device=str(teacher.device)))
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def calibrate_tick_power(
@@ -375,49 +298,53 @@ def _check_or_write_config(tdir: Path, cfg: Dict[str, Any], explicit_tick_power:
     if not path.is_file():
         return None
     old = read_json(path)
-    for key in ("field", "shard_size", "num_cuts", "num_shards", "ids_sha1", "spec"):
-        if old.get(key) != cfg[key]:
-            raise ValueError(
-                f"{path}: existing dump has {key}={old.get(key)!r} but this run has {cfg[key]!r}; "
-                "use a fresh --out-dir (or the original settings) to resume"
-            )
+    if old.get("layout") != LAYOUT:
+        raise ValueError(f"{path}: a dump in the old lilcom-shard layout; convert it (tools/convert_teacher_dump.py) "
+                         "or use a fresh --out-dir")
+    for key, a, b in (("field", old.get("field"), cfg["field"]), ("spec", old.get("spec"), cfg["spec"]),
+                      ("origin", old.get("origin"), cfg["origin"]),
+                      ("pool", old.get("pool", {}).get("ids_sha1"), cfg["pool"]["ids_sha1"])):
+        if a != b:
+            raise ValueError(f"{path}: existing dump has {key}={a!r} but this run has {b!r}; use a fresh --out-dir "
+                             "(or the original settings and pool) to resume")
     if explicit_tick_power is not None and explicit_tick_power != old["tick_power"]:
         raise ValueError(f"{path}: existing dump used tick_power={old['tick_power']}, got {explicit_tick_power}")
     return int(old["tick_power"])
 
 
-def summarize(tdir: Pathlike, num_shards: int) -> Dict[str, Any]:
+def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
     """Aggregate the ``.done`` records of all finished shards under ``tdir``."""
-    keys_sum = ("num_cuts", "num_written", "num_skipped", "archive_bytes", "manifest_bytes", "float32_bytes",
-                "num_values", "audio_seconds", "sum_abs_error", "sum_sq_error", "sum_abs_value", "sum_sq_value")
+    keys_sum = ("num_cuts", "num_covered", "num_written", "num_skipped", "tar_bytes", "num_values", "audio_seconds",
+                "sum_abs_error", "sum_sq_error", "sum_abs_value", "sum_sq_value")
     tot: Dict[str, float] = {k: 0 for k in keys_sum}
     max_err = max_val = 0.0
     done = 0
-    tick_powers = set()
     for i in range(num_shards):
-        if not shard_is_finished(tdir, i)[0]:
+        if not shard_is_finished(tdir, field, i)[0]:
             continue
-        rec = read_done(tdir, i)
+        rec = read_done(tdir, field, i)
         done += 1
         for k in keys_sum:
-            tot[k] += rec[k]
+            tot[k] += rec.get(k, 0)
         max_err = max(max_err, rec["max_abs_error"])
         max_val = max(max_val, rec["max_abs_value"])
-        tick_powers.add(rec["tick_power"])
     nv = max(tot["num_values"], 1)
     rms_val = math.sqrt(tot["sum_sq_value"] / nv)
+    float32_bytes = 4 * int(tot["num_values"])
     return dict(
         num_shards=num_shards,
         num_shards_done=done,
         num_cuts=int(tot["num_cuts"]),
+        num_covered=int(tot["num_covered"]),
         num_written=int(tot["num_written"]),
         num_skipped=int(tot["num_skipped"]),
         hours=tot["audio_seconds"] / 3600.0,
-        archive_bytes=int(tot["archive_bytes"]),
-        float32_bytes=int(tot["float32_bytes"]),
+        tar_bytes=int(tot["tar_bytes"]),
+        float32_bytes=float32_bytes,
         num_values=int(tot["num_values"]),
-        bytes_per_value=tot["archive_bytes"] / nv,
-        archive_to_float32_ratio=tot["archive_bytes"] / max(tot["float32_bytes"], 1),
+        # tar headers (1 KiB a cut) included: small outputs (a 527-d vector) are dominated by them
+        bytes_per_value=tot["tar_bytes"] / nv,
+        tar_to_float32_ratio=tot["tar_bytes"] / max(float32_bytes, 1),
         max_abs_error=max_err,
         mean_abs_error=tot["sum_abs_error"] / nv,
         # relative errors: mean |err| / mean |x|, rms(err) / rms(x), max |err| / rms(x)
@@ -426,8 +353,17 @@ def summarize(tdir: Pathlike, num_shards: int) -> Dict[str, Any]:
         max_rel_error=max_err / max(rms_val, 1e-30),
         value_rms=rms_val,
         max_abs_value=max_val,
-        tick_powers=sorted(tick_powers),
     )
+
+
+def _calibration_cuts(pool_dir: Pathlike, num_shards: int, origin: Optional[str], n: int = 64) -> List[Any]:
+    """The first ``n`` cuts the teacher covers, read shard by shard."""
+    out: List[Any] = []
+    for i in range(num_shards):
+        out.extend(c for c in CutSet.from_file(pool_shard_path(pool_dir, i)) if _covers(c, origin))
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,11 +371,11 @@ def summarize(tdir: Pathlike, num_shards: int) -> Dict[str, Any]:
 
 
 def dump_teacher(
-    cuts: CutSet,
+    pool_dir: Pathlike,
     teacher_factory: TeacherFactoryFn,
     out_dir: Pathlike,
     teacher_name: Optional[str] = None,
-    shard_size: int = 1000,
+    origin: Optional[str] = None,
     num_jobs: int = 1,
     job_index: int = 0,
     num_job_splits: int = 1,
@@ -451,14 +387,17 @@ def dump_teacher(
     num_threads: Optional[int] = None,
     progress: bool = True,
 ) -> Dict[str, Any]:
-    """Dump ``teacher_factory(device)``'s outputs for ``cuts`` into ``<out_dir>/<teacher_name>/shard-*.{lca,jsonl.gz}``.
+    """Dump ``teacher_factory(device)``'s outputs over the KD pool Shar export ``pool_dir`` (see
+    :func:`mt2kd_lib.data.shar.export_pool_shar`) into ``<out_dir>/<teacher_name>/``, one Shar field shard per pool
+    shard.
 
     Args:
-        cuts: the cuts (ids must be unique); their order defines the shards, so resume with the same CutSet.
+        pool_dir: the pool's Shar export; its shards are the dump's shards, so resume with the same export.
         teacher_factory: picklable callable, called as ``teacher_factory(device=...)`` -> Teacher (e.g.
             :class:`TeacherFactory`, or ``functools.partial(ResemblyzerTeacher, level="frame")``).
         teacher_name: folder / field prefix; defaults to the teacher's ``spec.name``.
-        shard_size: cuts per shard.
+        origin: only cuts whose ``custom["origin"]`` is this get an output (task-ID masking); the others get
+            lhotse's no-data marker. None: every cut.
         num_jobs: worker processes in this invocation (1 = run in this process).
         job_index, num_job_splits: this invocation handles shards ``i`` with ``i % num_job_splits == job_index``.
         device: torch device, or a comma-separated list assigned round-robin to the workers.
@@ -473,23 +412,13 @@ def dump_teacher(
         holding the throughput of the shards processed by this call.
     """
     t_start = time.time()
-    if shard_size <= 0:
-        raise ValueError(f"shard_size must be positive, got {shard_size}")
     if num_jobs <= 0:
         raise ValueError(f"num_jobs must be positive, got {num_jobs}")
     if num_job_splits <= 0 or not 0 <= job_index < num_job_splits:
         raise ValueError(f"need 0 <= job_index < num_job_splits, got job_index={job_index}, "
                          f"num_job_splits={num_job_splits}")
-    cut_list = list(cuts)
-    if not cut_list:
-        raise ValueError("dump_teacher: the CutSet is empty")
-    seen = set()
-    for c in cut_list:
-        if c.id in seen:
-            raise ValueError(f"dump_teacher: duplicate cut id {c.id}")
-        seen.add(c.id)
-    num_shards = (len(cut_list) + shard_size - 1) // shard_size
-    shard_cuts = [cut_list[i * shard_size : (i + 1) * shard_size] for i in range(num_shards)]
+    pool = read_pool_info(pool_dir)
+    num_shards = pool["num_shards"]
     mine = [i for i in range(num_shards) if i % num_job_splits == job_index]
     devices = [d.strip() for d in str(device).split(",") if d.strip()] or ["cpu"]
 
@@ -504,46 +433,52 @@ def dump_teacher(
         fld = field_name(name, spec.output_kind)
         tdir = teacher_dir(out_dir, name)
         tdir.mkdir(parents=True, exist_ok=True)
-        cfg = dict(teacher=name, field=fld, spec=asdict(spec), shard_size=shard_size, num_cuts=len(cut_list),
-                   num_shards=num_shards, ids_sha1=ids_fingerprint(c.id for c in cut_list))
+        cfg = dict(layout=LAYOUT, teacher=name, field=fld, spec=asdict(spec), origin=origin,
+                   pool=pool_record(pool_dir, out_dir))
         tp = _check_or_write_config(tdir, cfg, tick_power)
         if tp is None:
-            tp = tick_power if tick_power is not None else runner.calibrate(cut_list[:64], rel_precision_bits)
+            if tick_power is not None:
+                tp = tick_power
+            else:
+                calib = _calibration_cuts(pool_dir, num_shards, origin)
+                if not calib:
+                    raise ValueError(f"{pool_dir}: no cuts of origin {origin!r} for teacher {name}")
+                tp = runner.calibrate(calib, rel_precision_bits)
             write_json(tdir / CONFIG_NAME, dict(cfg, tick_power=tp, rel_precision_bits=rel_precision_bits))
 
         tasks = []
         for i in mine:
-            sha = ids_fingerprint(c.id for c in shard_cuts[i])
-            finished, why = shard_is_finished(tdir, i, sha)
+            sha = pool["shard_ids_sha1"][i]
+            finished, why = shard_is_finished(tdir, fld, i, sha)
             if finished and verify_existing:
                 try:
-                    verify_shard(tdir, i, fld)
+                    verify_teacher_shard(tdir, fld, i)
                 except RuntimeError as e:
                     finished, why = False, str(e)
             if finished:
                 continue
             if why != "no done marker":
-                logging.warning("%s will be redone: %s", shard_stem(i), why)
-            tasks.append(ShardTask(i, shard_cuts[i], str(tdir), fld, tp, batch_size, sha))
+                logging.warning("shard %d will be redone: %s", i, why)
+            tasks.append(ShardTask(i, str(pool_shard_path(pool_dir, i)), str(tdir), fld, tp, batch_size, sha,
+                                   origin))
         logging.info("teacher %s: %d shards in total, %d for job %d/%d, %d to do", name, num_shards, len(mine),
                      job_index, num_job_splits, len(tasks))
 
         t_proc = time.time()
         run_sec = 0.0
         n_done = 0
-        with tqdm(total=sum(len(t.cuts) for t in tasks), unit="cut", desc=f"dump {name}",
-                  disable=not progress) as bar:
+        with tqdm(total=len(tasks), unit="shard", desc=f"dump {name}", disable=not progress) as bar:
             for rec in runner.run(tasks):
                 run_sec += rec["audio_seconds"]
                 n_done += 1
-                bar.update(rec["num_cuts"])
-                bar.set_postfix(shards=f"{n_done}/{len(tasks)}", hours=f"{run_sec / 3600:.3f}")
+                bar.update(1)
+                bar.set_postfix(hours=f"{run_sec / 3600:.3f}")
         proc_wall = time.time() - t_proc
         ok = True
     finally:
         runner.close(ok)
 
-    summary = summarize(tdir, num_shards)
+    summary = summarize(tdir, fld, num_shards)
     summary.update(
         teacher=name,
         field=fld,
@@ -560,12 +495,11 @@ def dump_teacher(
     )
     write_json(tdir / SUMMARY_NAME, summary)
     logging.info(
-        "teacher %s: %d/%d shards done, %.3f h (this run %.3f h at %.1f audio-s/s), %.3f bytes/value, "
-        "archive/float32 %.3f, max abs err %.3g, mean abs err %.3g, rms rel err %.3g, skipped %d",
-        name, summary["num_shards_done"], num_shards, summary["hours"], run_sec / 3600.0,
-        summary["this_run"]["audio_seconds_per_second"], summary["bytes_per_value"],
-        summary["archive_to_float32_ratio"], summary["max_abs_error"], summary["mean_abs_error"],
-        summary["rms_rel_error"], summary["num_skipped"],
+        "teacher %s: %d/%d shards done, %d of %d cuts covered, %.3f h (this run %.3f h at %.1f audio-s/s), "
+        "%.3f bytes/value, max abs err %.3g, mean abs err %.3g, rms rel err %.3g, skipped %d",
+        name, summary["num_shards_done"], num_shards, summary["num_written"], summary["num_cuts"], summary["hours"],
+        run_sec / 3600.0, summary["this_run"]["audio_seconds_per_second"], summary["bytes_per_value"],
+        summary["max_abs_error"], summary["mean_abs_error"], summary["rms_rel_error"], summary["num_skipped"],
     )
     return summary
 
@@ -576,10 +510,8 @@ def dump_teacher(
 
 @dataclass
 class TeacherFactory:
-    """Picklable ``device -> Teacher`` built from a kind and keyword arguments (as in a teachers yaml).
-
-    ``kind == "resemblyzer"`` is built directly; every other kind goes through
-    ``mt2kd_lib.teachers.registry.build_teacher``. ``expected_dim`` (the yaml's optional ``dim:``) is checked.
+    """Picklable ``device -> Teacher`` built from a kind and keyword arguments (an entry of a teachers yaml, parsed
+    by :func:`mt2kd_lib.teachers.registry.read_teachers_config`). ``expected_dim`` (the entry's ``dim:``) is checked.
     """
 
     kind: str
@@ -587,40 +519,20 @@ class TeacherFactory:
     expected_dim: Optional[int] = None
 
     def __call__(self, device: str) -> Teacher:
-        if self.kind == "resemblyzer":
-            from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher
+        from mt2kd_lib.teachers.registry import build_teacher, check_dim
 
-            teacher: Teacher = ResemblyzerTeacher(device=device, **self.kwargs)
-        else:
-            try:
-                from mt2kd_lib.teachers.registry import build_teacher
-            except ImportError as e:
-                raise ImportError(f"teacher kind {self.kind!r} needs mt2kd_lib.teachers.registry: {e}") from e
-            teacher = build_teacher(self.kind, device=device, **self.kwargs)
-        if self.expected_dim is not None and teacher.spec.dim != self.expected_dim:
-            raise ValueError(
-                f"teacher {teacher.spec.name} ({self.kind}): config says dim {self.expected_dim}, "
-                f"model gives {teacher.spec.dim}"
-            )
-        return teacher
+        teacher = build_teacher(self.kind, device=device, **self.kwargs)
+        return check_dim(teacher, self.expected_dim, f"teacher {teacher.spec.name} ({self.kind}): its config")
 
 
 def factory_from_config(name: str, teachers_config: Optional[Pathlike] = None) -> TeacherFactory:
-    """Factory for teacher ``name``: an entry of ``teachers: {name: {kind: ..., ...}}`` in the yaml, else a kind."""
+    """Factory for teacher ``name``: its entry in the teachers yaml (same rules as stage 4), else a kind."""
     if teachers_config is not None:
-        import yaml
+        from mt2kd_lib.teachers.registry import read_teachers_config, teacher_entry
 
-        with open(teachers_config, "r", encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-        entries = doc.get("teachers", doc)
-        if not isinstance(entries, dict):
-            raise ValueError(f"{teachers_config}: expected a mapping 'teachers: {{name: {{kind: ...}}}}'")
+        entries = read_teachers_config(teachers_config)
         if name in entries:
-            entry = dict(entries[name] or {})
-            if "kind" not in entry:
-                raise ValueError(f"{teachers_config}: teacher {name!r} has no 'kind'")
-            kind = entry.pop("kind")
-            dim = entry.pop("dim", None)
-            return TeacherFactory(kind=kind, kwargs=entry, expected_dim=dim)
+            kind, kwargs, dim = teacher_entry(name, entries[name])
+            return TeacherFactory(kind=kind, kwargs=kwargs, expected_dim=dim)
         logging.info("teacher %r not in %s; treating it as a kind", name, teachers_config)
     return TeacherFactory(kind=name)

@@ -65,12 +65,10 @@ def build_teacher(name_or_kind: str, **kwargs: Any) -> Teacher:
     return teacher
 
 
-def load_teachers_config(
-    yaml_path: Union[str, Path], device: Optional[str] = None, only: Optional[list] = None
-) -> Dict[str, Teacher]:
-    """Build every teacher under ``teachers:`` of ``yaml_path`` (or those named in ``only``).
+def read_teachers_config(yaml_path: Union[str, Path]) -> Dict[str, Dict[str, Any]]:
+    """The one parser of a teachers yaml (stage 4 selection, stage 5 dump): ``{name: entry}`` under ``teachers:``.
 
-    ``device`` overrides each entry's ``device``. A declared ``dim`` that differs from the teacher's is an error.
+    Raises naming the file when it is missing, has no non-empty ``teachers:`` mapping, or an entry is no mapping.
     """
     path = Path(yaml_path)
     if not path.is_file():
@@ -79,7 +77,38 @@ def load_teachers_config(
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("teachers"), dict) or not cfg["teachers"]:
         raise ValueError(f"teachers config {path}: expected a non-empty mapping under 'teachers:'")
-    entries = cfg["teachers"]
+    for name, entry in cfg["teachers"].items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"teachers config {path}: entry {name!r} must be a mapping, got {entry!r}")
+    return cfg["teachers"]
+
+
+def teacher_entry(name: str, entry: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Optional[int]]:
+    """``(kind, constructor kwargs, declared dim)`` of one entry: ``kind`` defaults to the name; ``dim`` is
+    checked against the built teacher (the ONNX teacher also gets it, to check against its model)."""
+    kwargs = dict(entry)
+    expected_dim = kwargs.pop("dim", None)
+    kind = kwargs.pop("kind", name)
+    if kind == "onnx" and expected_dim is not None:
+        kwargs["dim"] = expected_dim
+    return kind, kwargs, None if expected_dim is None else int(expected_dim)
+
+
+def check_dim(teacher: Teacher, expected_dim: Optional[int], where: str) -> Teacher:
+    if expected_dim is not None and expected_dim != teacher.spec.dim:
+        raise ValueError(f"{where} declares dim {expected_dim} but the loaded model gives dim {teacher.spec.dim}")
+    return teacher
+
+
+def load_teachers_config(
+    yaml_path: Union[str, Path], device: Optional[str] = None, only: Optional[list] = None
+) -> Dict[str, Teacher]:
+    """Build every teacher under ``teachers:`` of ``yaml_path`` (or those named in ``only``).
+
+    ``device`` overrides each entry's ``device``. A declared ``dim`` that differs from the teacher's is an error.
+    """
+    path = Path(yaml_path)
+    entries = read_teachers_config(path)
     if only is not None:
         unknown = sorted(set(only) - set(entries))
         if unknown:
@@ -88,20 +117,9 @@ def load_teachers_config(
     for name, entry in entries.items():
         if only is not None and name not in only:
             continue
-        if not isinstance(entry, dict):
-            raise ValueError(f"teachers config {path}: entry {name!r} must be a mapping, got {entry!r}")
-        kwargs = dict(entry)
-        expected_dim = kwargs.pop("dim", None)
+        kind, kwargs, expected_dim = teacher_entry(name, entry)
         if device is not None:
             kwargs["device"] = device
-        kind = kwargs.get("kind", name)
-        if kind == "onnx" and expected_dim is not None:
-            kwargs["dim"] = expected_dim  # the ONNX teacher checks it against the model itself
-        teacher = build_teacher(name, **kwargs)
-        if expected_dim is not None and int(expected_dim) != teacher.spec.dim:
-            raise ValueError(
-                f"teachers config {path}: teacher {name!r} declares dim {expected_dim} but the loaded model "
-                f"gives dim {teacher.spec.dim}"
-            )
-        teachers[name] = teacher
+        teachers[name] = check_dim(build_teacher(name, kind=kind, **kwargs), expected_dim,
+                                   f"teachers config {path}: teacher {name!r}")
     return teachers

@@ -38,6 +38,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from mt2kd_lib.data.datamodule import train_sampler
+from mt2kd_lib.models.zipformer.scaling import set_batch_count
 from mt2kd_lib.training.checkpoint import (
     load_checkpoint,
     remove_old_checkpoints,
@@ -124,13 +126,6 @@ def cleanup_distributed() -> None:
 
 
 ZIPFORMER_WARMUP_BATCHES = 4000.0  # where icefall's Zipformer schedules reach their main values
-
-
-def _set_batch_count(model: nn.Module, batch_count: float) -> None:
-    """Tell schedule-aware modules (Zipformer's ScheduledFloat etc.) the current batch count."""
-    for m in model.modules():
-        if hasattr(m, "batch_count"):
-            m.batch_count = batch_count
 
 
 class MetricsTracker:
@@ -309,7 +304,7 @@ class Trainer:
     def _save(self, path: Path, with_sampler: bool) -> None:
         if self.rank != 0:
             return
-        sampler = getattr(self.train_dl, "sampler", None) if with_sampler else None
+        sampler = train_sampler(self.train_dl) if with_sampler else None
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, sampler, self.scaler,
                         params=self.params.to_dict(), model_config=self.model_config)
 
@@ -321,7 +316,7 @@ class Trainer:
         for epoch in range(p.start_epoch, p.num_epochs + 1):
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(p.seed + epoch - 1)
-            sampler = getattr(self.train_dl, "sampler", None)
+            sampler = train_sampler(self.train_dl)
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch - 1)
             if self._resume_sampler is not None:
@@ -402,7 +397,7 @@ class Trainer:
             batch_idx += 1
             p.batch_idx_train += 1
             p.cur_batch_idx = batch_idx
-            _set_batch_count(self.model, p.batch_idx_train * ZIPFORMER_WARMUP_BATCHES / p.model_warmup_batches)
+            set_batch_count(self.model, p.batch_idx_train * ZIPFORMER_WARMUP_BATCHES / p.model_warmup_batches)
             info = self.train_step(batch)
             tot.decay(1.0 - 1.0 / p.reset_interval)
             tot.add(info)

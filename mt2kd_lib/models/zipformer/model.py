@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from mt2kd_lib.data.frames import MIN_INPUT_FRAMES  # noqa: F401 (defined once there; re-exported)
 from mt2kd_lib.models.zipformer.encoder import Zipformer2
 from mt2kd_lib.models.zipformer.scaling import ScheduledFloat, make_pad_mask
 from mt2kd_lib.models.zipformer.subsampling import Conv2dSubsampling
 
 if TYPE_CHECKING:  # avoid a runtime import cycle with encoder_presets
     from mt2kd_lib.models.encoder_presets import ZipformerConfig
-
-MIN_INPUT_FRAMES = 9  # (9 - 7) // 2 = 1 output frame of Conv2dSubsampling
 
 
 class EncoderWithEmbed(nn.Module):

@@ -1,4 +1,4 @@
-"""Knowledge-distillation heads and losses, one kind per teacher output (MT2KD stage 1).
+"""Knowledge-distillation heads and their losses, one kind per teacher output (MT2KD stage 1); beside the task heads.
 
 - frame-level embedding teachers (Whisper, 50 Hz): :class:`FrameKDHead` maps ReLU(student) at the student rate
   to ``k`` stacked teacher frames (k = teacher rate / student rate); loss = L1 over valid frames, mean over dims.

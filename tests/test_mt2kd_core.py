@@ -1,0 +1,193 @@
+"""The MT2KD core that otherwise only the end-to-end run touches: task-ID masking of the KD losses, stage 2
+starting from a stage-1 checkpoint, and the teacher configs local/train_kd.py reads from the dumps."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, write_json
+from mt2kd_lib.models.factory import build_student
+from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
+from mt2kd_lib.models.kd_model import build_kd_model
+from mt2kd_lib.training.trainer import fix_random_seed
+
+ENCODER = {
+    "preset": "tiny", "num_encoder_layers": [1], "downsampling_factor": [1], "encoder_dim": [32],
+    "feedforward_dim": [64], "num_heads": [2], "cnn_module_kernel": [15], "encoder_unmasked_dim": [32],
+    "dropout": 0.0,
+}
+ASR_T = dict(name="asr_t", task="asr", field="asr_t_embedding", kind="frame", dim=12, frame_shift=0.02)
+AT_T = dict(name="at_t", task="at", field="at_t_probabilities", kind="probabilities", dim=5)
+SV_T = dict(name="sv_t", task="sv", field="sv_t_embedding", kind="utterance", dim=16, scale=10.0)
+T = 60  # 100 Hz input frames: 0.6 s -> 14 student frames at 25 Hz, 28 teacher frames at 50 Hz
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _batch(origins, seed=0):
+    """A KD batch as MultiTaskDataset collates it: every cut carries every teacher's output (a no-mask dump)."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(origins)
+    return {
+        "features": torch.randn(n, T, 80, generator=g), "feature_lens": torch.full((n,), T),
+        "cut_ids": [f"c{i}" for i in range(n)], "task": ["kd"] * n, "origin": list(origins),
+        "asr_t_embedding": torch.randn(n, 28, 12, generator=g), "asr_t_embedding_lens": torch.full((n,), 28),
+        "asr_t_embedding_mask": torch.ones(n, dtype=torch.bool),
+        "at_t_probabilities": torch.rand(n, 5, generator=g), "at_t_probabilities_mask": torch.ones(n, dtype=torch.bool),
+        "sv_t_embedding": torch.randn(n, 16, generator=g), "sv_t_embedding_mask": torch.ones(n, dtype=torch.bool),
+    }
+
+
+def _kd(teachers, mask_by_task=True):
+    fix_random_seed(0)
+    model = build_kd_model({"encoder": ENCODER, "kd": {"mask_by_task": mask_by_task, "teachers": teachers}})
+    return model.eval()  # no dropout/layer skipping: exact comparisons
+
+
+@pytest.mark.parametrize("teacher", [ASR_T, AT_T, SV_T], ids=lambda t: t["name"])
+def test_kd_loss_is_zero_without_gradient_on_cuts_of_other_tasks(teacher):
+    model = _kd([teacher])
+    others = [o for o in ("asr", "at", "sv") if o != teacher["task"]]
+    batch = _batch(others + others)  # no cut of the teacher's task, all carrying its output
+    batch["features"].requires_grad_(True)
+    loss, info = model(batch)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and info[f"kd_{teacher['name']}_loss"] == 0.0
+    assert info[f"kd_{teacher['name']}_utts"] == 0.0
+    assert float(batch["features"].grad.abs().max()) == 0.0
+    for name, p in model.named_parameters():
+        assert p.grad is None or float(p.grad.abs().max()) == 0.0, name
+
+    # Without task-ID masking the same cuts do train the head (so the zeros above are the mask's doing).
+    unmasked = _kd([teacher], mask_by_task=False)
+    batch = _batch(others + others)
+    loss, info = unmasked(batch)
+    loss.backward()
+    assert float(loss.detach()) > 0.0 and info[f"kd_{teacher['name']}_utts"] == 4.0
+    head = unmasked.kd_heads[teacher["name"]]
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0.0 for p in head.parameters())
+
+
+def test_masked_cuts_do_not_change_a_mixed_batch():
+    """In a mixed batch, a teacher's loss and gradients depend only on the cuts of its task: changing the targets
+    and the audio of the other cuts changes nothing."""
+    model = _kd([ASR_T, AT_T, SV_T])
+    origins = ["asr", "at", "sv", "asr", "at", "sv"]
+    a, b = _batch(origins, seed=1), _batch(origins, seed=2)
+    for k in ("features", "asr_t_embedding", "at_t_probabilities", "sv_t_embedding"):
+        b[k][[0, 3]] = a[k][[0, 3]]  # the ASR cuts agree, the others differ everywhere
+    grads = []
+    for batch in (a, b):
+        model.zero_grad()
+        loss, info = model(batch)
+        loss.backward()
+        grads.append((info["kd_asr_t_loss"], info["kd_asr_t_utts"], model.kd_heads["asr_t"].proj.weight.grad.clone()))
+    assert grads[0][1] == grads[1][1] == 2.0
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    torch.testing.assert_close(grads[0][2], grads[1][2])
+
+
+def _student_cfg(num_classes=5, emb_dim=16):
+    return {"encoder": ENCODER, "heads": {
+        "asr": {"vocab_size": 20, "decoder_dim": 32, "joiner_dim": 32},
+        "at": {"num_classes": num_classes}, "sv": {"emb_dim": emb_dim, "num_speakers": 3}}}
+
+
+def _save_kd(tmp_path: Path, teachers) -> Path:
+    model = _kd(teachers)
+    for p in model.parameters():  # not the initial values, so a copy is recognisable
+        p.data.add_(0.5)
+    path = tmp_path / "kd.pt"
+    torch.save({"model": model.state_dict(),
+                "model_config": {"encoder": ENCODER, "kd": {"mask_by_task": True, "teachers": teachers}}}, path)
+    return path
+
+
+def test_stage2_starts_from_the_kd_encoder_and_drops_kd_heads(tmp_path):
+    path = _save_kd(tmp_path, [ASR_T, AT_T, SV_T])
+    kd_state = torch.load(path, weights_only=False)["model"]
+    fix_random_seed(1)
+    student = build_student(_student_cfg())
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    counts = init_from_kd_checkpoint(student, path)
+    state = student.state_dict()
+    enc = [k for k in kd_state if k.startswith("encoder.")]
+    assert enc and counts["encoder"] == len(enc)
+    for k in enc:
+        assert torch.equal(state[k], kd_state[k]), k
+    assert not any(k.startswith("kd_heads.") for k in state) and not hasattr(student, "kd_heads")
+    # the AT teacher's head predicts the same classes: it becomes the AT head
+    for k, v in kd_state.items():
+        if k.startswith("kd_heads.at_t."):
+            assert torch.equal(state["at_head." + k[len("kd_heads.at_t."):]], v), k
+    # the SV teacher's pooling/embedding layers become the SV head's; its speaker classifier stays new
+    sv_copied = [k for k in kd_state if k.startswith("kd_heads.sv_t.")]
+    assert sv_copied and all(torch.equal(state["sv_head." + k[len("kd_heads.sv_t."):]], kd_state[k]) for k in sv_copied)
+    assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("sv_head.classifier"))
+    # the ASR head (transducer) has nothing from the frame-level KD head
+    assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("asr_head."))
+
+
+def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_path):
+    path = _save_kd(tmp_path, [ASR_T, AT_T, SV_T])
+    fix_random_seed(1)
+    student = build_student(_student_cfg(num_classes=7))  # other AT classes than the AT teacher
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    init_from_kd_checkpoint(student, path)
+    assert all(torch.equal(v, fresh[k]) for k, v in student.state_dict().items() if k.startswith("at_head."))
+    other = dict(_student_cfg(), encoder=dict(ENCODER, encoder_dim=[48], encoder_unmasked_dim=[48]))
+    with pytest.raises(ValueError, match="does not match the student's"):
+        init_from_kd_checkpoint(build_student(other), path)
+
+
+@pytest.fixture(scope="module")
+def train_kd():
+    spec = importlib.util.spec_from_file_location("local_train_kd_core", REPO / "local" / "train_kd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dump_config(root: Path, teacher: str, task: str, level: str, kind: str, dim: int, frame_shift=None) -> None:
+    (root / teacher).mkdir(parents=True)
+    spec = dict(name=teacher, task=task, level=level, output_kind=kind, dim=dim, frame_shift=frame_shift,
+                sampling_rate=16000, min_duration=0.1)
+    write_json(root / teacher / CONFIG_NAME, dict(layout=LAYOUT, teacher=teacher, field=f"{teacher}_{kind}",
+                                                  spec=spec, tick_power=-8, pool={}))
+
+
+def test_teacher_configs_read_by_train_kd(train_kd, tmp_path):
+    _dump_config(tmp_path, "whisper", "asr", "frame", "embedding", 1280, 0.02)
+    _dump_config(tmp_path, "beats", "at", "utterance", "probabilities", 527)
+    _dump_config(tmp_path, "ecapa", "sv", "utterance", "embedding", 192)
+
+    def configs(scales="", stack=None):
+        return train_kd.teacher_configs(argparse.Namespace(teacher_dir=tmp_path, teachers="whisper,beats,ecapa",
+                                                           scales=scales, sv_input_stack=stack))
+
+    got = {t["name"]: t for t in configs()}
+    assert got["whisper"] == dict(name="whisper", task="asr", field="whisper_embedding", kind="frame", dim=1280,
+                                  frame_shift=0.02, scale=1.0, input_stack=None)
+    assert got["beats"]["kind"] == "probabilities" and got["beats"]["dim"] == 527 and got["beats"]["scale"] == 1.0
+    assert got["ecapa"]["kind"] == "utterance" and got["ecapa"]["scale"] == 10.0  # the paper's 1 / 1 / 10
+    got = {t["name"]: t for t in configs("whisper=0.5,ecapa=3", stack=2)}
+    assert (got["whisper"]["scale"], got["beats"]["scale"], got["ecapa"]["scale"]) == (0.5, 1.0, 3.0)
+    assert got["ecapa"]["input_stack"] == 2 and got["whisper"]["input_stack"] is None
+    with pytest.raises(ValueError, match=r"--scales names \['bert'\]"):
+        configs("bert=2")
+    # what train_kd builds from them: one KD head per teacher, shaped by the dump's spec
+    model = build_kd_model({"encoder": ENCODER, "kd": {"mask_by_task": True, "teachers": configs()}})
+    assert model.kd_heads["whisper"].proj.out_features == 1280 * 2  # 25 Hz student, 50 Hz teacher
+    with pytest.raises(FileNotFoundError, match="no dump of teacher 'hubert'"):
+        train_kd.teacher_configs(argparse.Namespace(teacher_dir=tmp_path, teachers="hubert", scales="",
+                                                    sv_input_stack=None))
