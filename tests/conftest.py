@@ -23,6 +23,18 @@ def run_pipeline(data_dir: Path, exp_dir: Path, *args: str) -> subprocess.Comple
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on shared, busy
+    cores two spinning OMP threads can be 10x slower."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe(tmp_path_factory):
     """data/ and exp/ dirs of the tiny corpus after run.sh stages 1-3 (prepare, features, lang)."""

@@ -46,13 +46,7 @@ CLASS_NAMES = ["Speech", "Bell, ringing"] + [f"Event {i}" for i in range(2, NUM_
 SYMBOLS = ["<blk>", "<sos/eos>", "<unk>"] + [f"▁w{i}" if i % 2 else f"p{i}" for i in range(3, VOCAB)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the test machines are small and shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _config() -> Dict:

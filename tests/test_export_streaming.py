@@ -34,12 +34,7 @@ CHUNK, LEFT = 16, 64
 SYMBOLS = ["<blk>", "<sos/eos>", "<unk>"] + [f"▁w{i}" if i % 2 else f"p{i}" for i in range(3, VOCAB)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

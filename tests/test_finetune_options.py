@@ -57,12 +57,7 @@ BATCHES = 4  # steps in their one epoch
 HEADS = ("asr_head.decoder.", "asr_head.joiner.", "at_head.", "sv_head.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machine; one thread is also fastest for these shapes
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ SV_T = dict(name="sv_t", task="sv", field="sv_t_embedding", kind="utterance", di
 T = 60  # 100 Hz input frames: 0.6 s -> 14 student frames at 25 Hz, 28 teacher frames at 50 Hz
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _batch(origins, seed=0):

@@ -24,13 +24,7 @@ def _n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on shared/busy cores two spinning OMP threads can be 10x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
