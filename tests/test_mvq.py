@@ -105,7 +105,9 @@ def mvq_dump(tmp_path_factory, threads):
     export_pool_shar(cuts, pool, 2)  # two shards of two cuts
     factory = functools.partial(ResemblyzerTeacher, level="frame")
     cfg = MvqConfig(num_codebooks=4, train_iters=10, batch_frames=32)
-    summary = dump_teacher(pool, factory, root / "out", teacher_name="frm", num_threads=1, progress=False, mvq=cfg)
+    # two workers: the quantizer's frames are sampled in one of them (MvqConfig pickled)
+    summary = dump_teacher(pool, factory, root / "out", teacher_name="frm", num_jobs=2, num_threads=1,
+                           progress=False, mvq=cfg)
     return dict(root=root, out=root / "out", pool=pool, cuts=cuts, summary=summary, factory=factory, cfg=cfg,
                 teacher=factory(device="cpu"))
 
