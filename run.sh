@@ -33,7 +33,7 @@ stages:
    2 features   80-dim fbank for every split (LilcomChunkyWriter), data/<recipe>/fbank/*_cuts_*.jsonl.gz
    3 lang       sentencepiece BPE, data/<recipe>/lang_bpe_<N>/{bpe.model,tokens.txt}; lexicon, 3-gram LM, L/LG/HLG graphs
    4 teachers   train / load the three teachers (ASR, AT, SV)
-   5 dump       the KD pool as Shar shards; teacher outputs as Shar fields beside them (one tar per shard)
+   5 dump       the KD pool as Shar shards; teacher outputs (or MVQ codebook indexes) as Shar fields beside them
    6 kd         stage 1: multi-teacher knowledge distillation of the Zipformer2 student
    7 finetune   stage 2: multi-task fine-tuning (pruned RNN-T + AT + SV)
    8 baselines  single-task and multi-task-from-scratch students, KD ablations
@@ -213,9 +213,14 @@ stage_5() {
 }
 
 dump_teacher() {  # dump_teacher TEACHER OUT_DIR [--origin TASK]
+  local mvq_opt=()  # kd_frame_target=mvq: frame-level teachers as MVQ codebook indexes (empty: teachers.yaml's target)
+  if [ -n "${kd_frame_target:-}" ]; then
+    mvq_opt=(--frame-target "$kd_frame_target" --num-codebooks "${mvq_num_codebooks:-8}"
+             --mvq-train-iters "${mvq_train_iters:-400}")
+  fi
   run python3 local/dump_teacher.py --pool-dir "$exp_dir/kd_pool_shar" --teacher "$1" "${@:3}" \
     --teachers-config "$exp_dir/teachers.yaml" --out-dir "$2" \
-    --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
+    --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress "${mvq_opt[@]}"
 }
 
 kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 training of $exp_dir/NAME/kd

@@ -14,6 +14,7 @@ import argparse
 import json
 
 from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config
+from mt2kd_lib.teachers.mvq import MvqConfig, frame_target_from_config
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -36,6 +37,17 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--origin", default=None,
                    help="only cuts whose custom 'origin' is this get an output (with task-ID masking, a teacher's "
                         "outputs are used only on cuts of its own task); the others get Shar's no-data marker")
+    p.add_argument("--frame-target", choices=["l1", "mvq"], default=None,
+                   help="frame-level teachers: store float frames (l1, lilcom) or MVQ codebook indexes (mvq); "
+                        "default: the teacher's 'target' in --teachers-config, else l1")
+    p.add_argument("--num-codebooks", type=int, default=None,
+                   help="MVQ codebooks (bytes per frame; default: the yaml's num_codebooks, else 8)")
+    p.add_argument("--mvq-train-iters", type=int, default=MvqConfig.train_iters)
+    p.add_argument("--mvq-batch-frames", type=int, default=MvqConfig.batch_frames,
+                   help="frames per quantizer training step")
+    p.add_argument("--mvq-sample-cuts", type=int, default=MvqConfig.sample_cuts,
+                   help="cuts whose teacher frames train the quantizer")
+    p.add_argument("--mvq-refine-iters", type=int, default=MvqConfig.refine_iters)
     p.add_argument("--log-file", default=None)
     return p
 
@@ -44,6 +56,13 @@ def main() -> None:
     args = get_parser().parse_args()
     setup_logger(args.log_file)
     factory = factory_from_config(args.teacher, args.teachers_config)
+    per_teacher = frame_target_from_config(args.teacher, args.teachers_config)
+    mvq = None
+    if (args.frame_target or per_teacher.get("target", "l1")) == "mvq":
+        mvq = MvqConfig(num_codebooks=args.num_codebooks or int(per_teacher.get("num_codebooks", 8)),
+                        train_iters=args.mvq_train_iters, batch_frames=args.mvq_batch_frames,
+                        sample_cuts=args.mvq_sample_cuts,
+                        refine_iters=args.mvq_refine_iters)
     summary = dump_teacher(
         args.pool_dir,
         factory,
@@ -60,6 +79,7 @@ def main() -> None:
         verify_existing=args.verify_existing,
         num_threads=args.num_threads,
         progress=not args.no_progress,
+        mvq=mvq,
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
 

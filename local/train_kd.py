@@ -27,6 +27,7 @@ from mt2kd_lib.data.teacher_shar import dump_pool_dir, load_dump_config, read_do
 from mt2kd_lib.models.factory import load_model_config
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.teachers.mvq import mvq_teacher_fields
 from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
 from mt2kd_lib.training.trainer import (
     Trainer, cleanup_distributed, fix_random_seed)
@@ -90,6 +91,9 @@ def teacher_configs(args) -> List[Dict]:
             frame_shift=spec.get("frame_shift"), scale=float(scales.get(name, DEFAULT_SCALES[spec["task"]])),
             input_stack=args.sv_input_stack if spec["task"] == "sv" else None,
         ))
+        # {} unless the dump stored codebook indexes; a missing or foreign quantizer.pt is named here. An index
+        # array with another number of codebooks is named (teacher, field) by the MVQ loss on its first batch.
+        out[-1].update(mvq_teacher_fields(args.teacher_dir, name, dump))
     unknown = set(scales) - {t["name"] for t in out}
     if unknown:
         raise ValueError(f"--scales names {sorted(unknown)} are not among --teachers {args.teachers}")

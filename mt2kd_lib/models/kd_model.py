@@ -23,12 +23,14 @@ from mt2kd_lib.models.kd_heads import (cosine_embedding_loss, frame_l1_loss, fra
                                        prob_bce_loss)
 from mt2kd_lib.losses.transducer_schedule import finite_or_skip
 from mt2kd_lib.models.encoder_presets import build_encoder
+from mt2kd_lib.models.kd_mvq_head import MvqKDHead, mvq_ce_loss
 from mt2kd_lib.models.zipformer.model import EncoderWithEmbed
 
 logger = logging.getLogger(__name__)
 
 STUDENT_FRAME_SHIFT = ENCODER_FRAME_SHIFT
-KINDS = {"frame", "probabilities", "utterance"}
+KINDS = {"frame", "mvq", "probabilities", "utterance"}
+FRAME_KINDS = {"frame", "mvq"}  # mvq: the frames stored as codebook indexes (teachers/mvq.py), learnt with CE
 
 
 @dataclass
@@ -38,17 +40,21 @@ class KDTeacherConfig:
     name: str
     task: str  # asr / at / sv: the cut origin it applies to under task-ID masking
     field: str
-    kind: str  # frame / probabilities / utterance
+    kind: str  # frame / mvq / probabilities / utterance
     dim: int
     frame_shift: Optional[float] = None  # frame-level teachers only
     scale: float = 1.0
     input_stack: Optional[int] = None  # read an intermediate encoder stack (50 Hz) instead of the output
+    num_codebooks: Optional[int] = None  # mvq only
+    codebook_size: int = 256
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"teacher {self.name}: kind {self.kind!r} not in {sorted(KINDS)}")
-        if self.kind == "frame" and not self.frame_shift:
+        if self.kind in FRAME_KINDS and not self.frame_shift:
             raise ValueError(f"teacher {self.name}: a frame-level teacher needs frame_shift")
+        if self.kind == "mvq" and not self.num_codebooks:
+            raise ValueError(f"teacher {self.name}: an mvq teacher needs num_codebooks")
 
 
 class KDModel(nn.Module):
@@ -65,8 +71,11 @@ class KDModel(nn.Module):
                 in_dim, shift = encoder.output_dim, STUDENT_FRAME_SHIFT
             else:
                 in_dim, shift = encoder.stack_dims[t.input_stack], STUDENT_FRAME_SHIFT / 2
-            stack = frame_stack_factor(shift, t.frame_shift) if t.kind == "frame" else 1
-            heads[t.name] = make_kd_head(t.kind, in_dim, t.dim, stack)
+            stack = frame_stack_factor(shift, t.frame_shift) if t.kind in FRAME_KINDS else 1
+            if t.kind == "mvq":
+                heads[t.name] = MvqKDHead(in_dim, t.num_codebooks, t.codebook_size, stack)
+            else:
+                heads[t.name] = make_kd_head(t.kind, in_dim, t.dim, stack)
         self.kd_heads = nn.ModuleDict(heads)
         self.nonfinite_counter: Counter = Counter()
 
@@ -108,6 +117,12 @@ class KDModel(nn.Module):
         if t.kind == "frame":
             pred, pred_lens = head(x[idx], lens[idx])
             return frame_l1_loss(pred, pred_lens, target, batch[f"{t.field}_lens"].to(x.device)[idx])
+        if t.kind == "mvq":
+            logits, logit_lens = head(x[idx], lens[idx])
+            try:
+                return mvq_ce_loss(logits, logit_lens, target, batch[f"{t.field}_lens"].to(x.device)[idx])
+            except ValueError as e:
+                raise ValueError(f"teacher {t.name} (field {t.field}): {e}") from e
         if t.kind == "probabilities":
             return prob_bce_loss(head(x[idx], lens[idx]), target)
         return cosine_embedding_loss(head.embed(x[idx], lens[idx]), target)

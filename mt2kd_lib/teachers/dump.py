@@ -18,6 +18,10 @@ lilcom tick power: ``tick_power=None`` calibrates it once per dump from the firs
 ``floor(log2(rms)) - rel_precision_bits``, so the max error is at most ``rms / 2**(rel_precision_bits+1)``
 whatever the data scale (probabilities in [0, 1], L2-normalised embeddings, hidden states of any magnitude). The
 chosen value is stored in ``dump_config.json`` and reused on resume and by the other jobs.
+
+MVQ (``mvq=MvqConfig(...)``, frame-level teachers): a quantizer is trained once on a sample of the teacher's frames
+and saved next to ``dump_config.json``; the field then holds uint8 codebook indexes (``.npy`` members, the writer's
+exact integer path) and the config records the quantizer's reconstruction error (see :mod:`mt2kd_lib.teachers.mvq`).
 """
 
 import logging
@@ -70,6 +74,9 @@ class ShardTask:
     batch_size: int
     ids_sha1: str
     origin: Optional[str] = None
+    quantizer: Optional[str] = None  # MVQ: path of quantizer.pt; the field stores uint8 indexes instead of frames
+    quantizer_info: Optional[Dict[str, Any]] = None
+    refine_iters: int = 2
 
 
 def _covers(cut: Any, origin: Optional[str]) -> bool:
@@ -124,6 +131,11 @@ def process_shard(teacher: Teacher, task: ShardTask) -> Dict[str, Any]:
     cuts = list(CutSet.from_file(task.pool_shard))  # one pool shard
     frame_shift = spec.frame_shift if spec.level == "frame" else None
     writer = TeacherShardWriter(Path(task.tdir), task.field, task.index, task.tick_power, frame_shift)
+    quantizer = None
+    if task.quantizer is not None:
+        from mt2kd_lib.teachers.mvq import encode_frames, load_quantizer
+
+        quantizer = load_quantizer(task.quantizer, task.quantizer_info)
     skipped: List[Tuple[str, str]] = []
     audio_seconds = 0.0
     try:
@@ -150,7 +162,10 @@ def process_shard(teacher: Teacher, task: ShardTask) -> Dict[str, Any]:
             if len(outs) != len(audios):
                 raise RuntimeError(f"teacher {spec.name} returned {len(outs)} outputs for {len(audios)} inputs")
             for cut, audio, out in zip(cuts_ok, audios, outs):
-                writer.add(cut, _check_output(out, spec, cut.id))
+                out = _check_output(out, spec, cut.id)
+                if quantizer is not None:  # uint8 (frames, num_codebooks): stored exactly as .npy
+                    out = encode_frames(quantizer, out, task.refine_iters)
+                writer.add(cut, out)
                 audio_seconds += audio.shape[0] / spec.sampling_rate
         if skipped:
             logging.warning("shard %d: skipped %d too-short cuts (listed in its done marker)", task.index,
@@ -194,6 +209,21 @@ def calibrate_tick_power(
     return tp
 
 
+def sample_frames(teacher: Teacher, cuts: Sequence[Any], cfg: Any) -> np.ndarray:
+    """MVQ: the teacher's frames over a seeded sample of ``cfg.sample_cuts`` cuts, at most ``cfg.max_frames``."""
+    from mt2kd_lib.teachers.mvq import sample_cuts, subsample_frames
+
+    spec = teacher.spec
+    chosen = [c for c in sample_cuts(cuts, cfg.sample_cuts, cfg.seed) if c.duration >= spec.min_duration]
+    if not chosen:
+        raise ValueError(f"teacher {spec.name}: no cut long enough to train the MVQ quantizer on")
+    frames = []
+    for b in range(0, len(chosen), 8):
+        audios = [_load_mono(c, spec.sampling_rate) for c in chosen[b : b + 8]]
+        frames += [_check_output(o, spec, c.id) for c, o in zip(chosen[b : b + 8], teacher.infer_batch(audios))]
+    return subsample_frames(frames, cfg.max_frames, cfg.seed)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running the teacher in-process or in a pool of spawned workers
 
@@ -226,6 +256,10 @@ def _worker_calibrate(cuts: List[Any], bits: int) -> int:
     return calibrate_tick_power(_worker_teacher(), cuts, bits)
 
 
+def _worker_sample_frames(cuts: List[Any], cfg: Any) -> np.ndarray:
+    return sample_frames(_worker_teacher(), cuts, cfg)
+
+
 def _worker_process(task: ShardTask) -> Dict[str, Any]:
     return process_shard(_worker_teacher(), task)
 
@@ -248,6 +282,9 @@ class _LocalRunner:
 
     def calibrate(self, cuts: List[Any], bits: int) -> int:
         return calibrate_tick_power(self.teacher, cuts, bits)
+
+    def sample_frames(self, cuts: List[Any], cfg: Any) -> np.ndarray:
+        return sample_frames(self.teacher, cuts, cfg)
 
     def run(self, tasks: List[ShardTask]) -> Iterator[Dict[str, Any]]:
         for t in tasks:
@@ -276,6 +313,9 @@ class _PoolRunner:
 
     def calibrate(self, cuts: List[Any], bits: int) -> int:
         return self.pool.apply(_worker_calibrate, (cuts, bits))
+
+    def sample_frames(self, cuts: List[Any], cfg: Any) -> np.ndarray:
+        return self.pool.apply(_worker_sample_frames, (cuts, cfg))
 
     def run(self, tasks: List[ShardTask]) -> Iterator[Dict[str, Any]]:
         return self.pool.imap_unordered(_worker_process, tasks)
@@ -309,7 +349,37 @@ def _check_or_write_config(tdir: Path, cfg: Dict[str, Any], explicit_tick_power:
                              "(or the original settings and pool) to resume")
     if explicit_tick_power is not None and explicit_tick_power != old["tick_power"]:
         raise ValueError(f"{path}: existing dump used tick_power={old['tick_power']}, got {explicit_tick_power}")
-    return int(old["tick_power"])
+    return old["tick_power"]  # None for MVQ dumps
+
+
+def _prepare_mvq(runner: Any, tdir: Path, cfg: Dict[str, Any], mvq: Any, cuts: List[Any],
+                 had_config: bool) -> Dict[str, Any]:
+    """Train (new dump) or check (resume) the quantizer; returns the MVQ fields of the shard tasks."""
+    from mt2kd_lib.teachers.mvq import (QUANTIZER_NAME, load_quantizer, quantizer_info, relative_error,
+                                        save_quantizer, train_quantizer)
+
+    qpath = tdir / QUANTIZER_NAME
+    if had_config:
+        old = read_json(tdir / CONFIG_NAME).get("mvq") or {}
+        if old.get("num_codebooks") != mvq.num_codebooks:
+            raise ValueError(f"{tdir / CONFIG_NAME}: existing dump has {old.get('num_codebooks')} MVQ codebooks, "
+                             f"this run asks for {mvq.num_codebooks}; use a fresh --out-dir to change it")
+        info = {k: old[k] for k in ("dim", "num_codebooks", "codebook_size", "quantizer_id")}
+        load_quantizer(qpath, info)  # a missing or foreign quantizer is named before any shard is redone
+    else:
+        t0 = time.time()
+        frames = runner.sample_frames(cuts, mvq)
+        quantizer = train_quantizer(frames, mvq)
+        rel = relative_error(quantizer, frames, mvq.refine_iters)
+        save_quantizer(quantizer, qpath)
+        info = quantizer_info(quantizer)
+        logging.info("teacher %s: MVQ quantizer %s (%d codebooks) trained on %d frames in %.1f s; relative "
+                     "reconstruction error on them %.3f", cfg["teacher"], info["quantizer_id"],
+                     info["num_codebooks"], frames.shape[0], time.time() - t0, rel)
+        write_json(tdir / CONFIG_NAME, dict(cfg, tick_power=None, target="mvq", mvq=dict(
+            asdict(mvq), **info, quantizer=QUANTIZER_NAME, train_frames=int(frames.shape[0]),
+            train_seconds=time.time() - t0, relative_error=rel)))
+    return dict(quantizer=str(qpath), quantizer_info=info, refine_iters=mvq.refine_iters)
 
 
 def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
@@ -356,12 +426,12 @@ def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
     )
 
 
-def _calibration_cuts(pool_dir: Pathlike, num_shards: int, origin: Optional[str], n: int = 64) -> List[Any]:
-    """The first ``n`` cuts the teacher covers, read shard by shard."""
+def _calibration_cuts(pool_dir: Pathlike, num_shards: int, origin: Optional[str], n: Optional[int] = 64) -> List[Any]:
+    """The first ``n`` cuts the teacher covers (all of them for None), read shard by shard."""
     out: List[Any] = []
     for i in range(num_shards):
         out.extend(c for c in CutSet.from_file(pool_shard_path(pool_dir, i)) if _covers(c, origin))
-        if len(out) >= n:
+        if n is not None and len(out) >= n:
             break
     return out[:n]
 
@@ -386,6 +456,7 @@ def dump_teacher(
     verify_existing: bool = False,
     num_threads: Optional[int] = None,
     progress: bool = True,
+    mvq: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Dump ``teacher_factory(device)``'s outputs over the KD pool Shar export ``pool_dir`` (see
     :func:`mt2kd_lib.data.shar.export_pool_shar`) into ``<out_dir>/<teacher_name>/``, one Shar field shard per pool
@@ -406,6 +477,9 @@ def dump_teacher(
         verify_existing: fully re-decode already finished shards before skipping them (redo them on failure).
         num_threads: torch CPU threads per teacher (default: unchanged in-process, cpu_count // num_jobs in
             workers); 1 is much faster than the default on a busy machine.
+        mvq: a :class:`mt2kd_lib.teachers.mvq.MvqConfig` to store a frame-level teacher's frames as uint8 codebook
+            indexes (field ``<teacher>_codebook_indexes``; quantizer trained here on a sample of the covered cuts,
+            saved as ``quantizer.pt``); ignored for utterance-level teachers, which are dumped as floats.
 
     Returns:
         The summary dict (also logged and written to ``<out_dir>/<teacher>/summary.json``), with ``this_run``
@@ -430,13 +504,24 @@ def dump_teacher(
     try:
         spec = runner.spec()
         name = check_name(teacher_name or spec.name)
-        fld = field_name(name, spec.output_kind)
+        if mvq is not None and spec.level != "frame":
+            logging.info("teacher %s is %s-level: MVQ applies to frame-level teachers; dumping floats", name,
+                         spec.level)
+            mvq = None
+        fld = field_name(name, "codebook_indexes" if mvq is not None else spec.output_kind)
         tdir = teacher_dir(out_dir, name)
         tdir.mkdir(parents=True, exist_ok=True)
         cfg = dict(layout=LAYOUT, teacher=name, field=fld, spec=asdict(spec), origin=origin,
                    pool=pool_record(pool_dir, out_dir))
+        had_config = (tdir / CONFIG_NAME).is_file()
         tp = _check_or_write_config(tdir, cfg, tick_power)
-        if tp is None:
+        mvq_task: Dict[str, Any] = {}
+        if mvq is not None:
+            covered = _calibration_cuts(pool_dir, num_shards, origin, n=None)  # the quantizer samples them
+            if not covered:
+                raise ValueError(f"{pool_dir}: no cuts of origin {origin!r} for teacher {name}")
+            mvq_task = _prepare_mvq(runner, tdir, cfg, mvq, covered, had_config)
+        elif not had_config:
             if tick_power is not None:
                 tp = tick_power
             else:
@@ -460,7 +545,7 @@ def dump_teacher(
             if why != "no done marker":
                 logging.warning("shard %d will be redone: %s", i, why)
             tasks.append(ShardTask(i, str(pool_shard_path(pool_dir, i)), str(tdir), fld, tp, batch_size, sha,
-                                   origin))
+                                   origin, **mvq_task))
         logging.info("teacher %s: %d shards in total, %d for job %d/%d, %d to do", name, num_shards, len(mine),
                      job_index, num_job_splits, len(tasks))
 

@@ -89,6 +89,8 @@ def teacher_entry(name: str, entry: Dict[str, Any]) -> Tuple[str, Dict[str, Any]
     kwargs = dict(entry)
     expected_dim = kwargs.pop("dim", None)
     kind = kwargs.pop("kind", name)
+    for key in ("target", "num_codebooks"):  # how the dump stores frames (teachers/mvq.py), not the model's
+        kwargs.pop(key, None)
     if kind == "onnx" and expected_dim is not None:
         kwargs["dim"] = expected_dim
     return kind, kwargs, None if expected_dim is None else int(expected_dim)

@@ -143,7 +143,8 @@ class TeacherShardWriter:
         n = verify_teacher_shard(self.tdir, self.field, self.index, pool_ids)
         if n != len(self.entries):
             raise RuntimeError(f"{self.paths['tar']}: read back {n} arrays, wrote {len(self.entries)}")
-        tol = lilcom_tolerance(self.tick_power, self.stats["max_abs_value"])
+        # only lilcom-coded values have an error to bound (integer arrays, e.g. MVQ indexes, are exact .npy)
+        tol = lilcom_tolerance(self.tick_power, self.stats["max_abs_value"]) if self.stats["num_values"] else 0.0
         if self.stats["max_abs_error"] > tol:
             raise RuntimeError(f"{self.paths['tar']}: lilcom error {self.stats['max_abs_error']:.3g} exceeds "
                                f"tolerance {tol:.3g} at tick_power {self.tick_power}")
