@@ -11,6 +11,17 @@ TINY_CORPUS = REPO / "egs/mini/conf/corpus_tiny.yaml"
 TINY_VOCAB = 64
 
 
+def load_script(relpath: str):
+    """A script of local/ or tools/ (folders of scripts, not packages) as a module, loaded from its file."""
+    import importlib.util
+
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_pipeline(data_dir: Path, exp_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """``bash run.sh`` on the tiny corpus; returns the finished process (stdout+stderr merged)."""
     cmd = ["bash", str(REPO / "run.sh"), "--recipe-config", str(REPO / "egs/mini/config_tiny.sh"),

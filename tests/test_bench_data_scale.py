@@ -1,15 +1,12 @@
 """tools/bench_data_scale.py at 10 k and 20 k cuts: the KD data path's memory does not grow with the pool size
 (the pool and the teachers' outputs stream from Shar shards; nothing is joined or held per cut). No timing asserts."""
 
-import importlib.util
 
-from conftest import REPO
+from conftest import load_script
 
 
 def test_kd_data_path_memory_does_not_grow_with_the_pool(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_data_scale", REPO / "tools" / "bench_data_scale.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("tools/bench_data_scale.py")
     rows = bench.run_sizes([10000, 20000], tmp_path, shard_size=1000, real_shards=2, buffer_size=2000)
     assert [r["cuts"] for r in rows] == [10000, 20000]
     for r in rows:  # the first batch is real: every teacher field collated at the paper's shapes

@@ -11,7 +11,6 @@ and local/train.py's main() runs one epoch with both options.
 """
 
 import functools
-import importlib.util
 import logging
 import os
 import shutil
@@ -30,7 +29,7 @@ from lhotse.dataset import SimpleCutSampler
 from lhotse.utils import fastcopy
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, load_script
 from mt2kd_lib.data.bpe import load_bpe
 from mt2kd_lib.data.contract import read_class_labels
 from mt2kd_lib.data.datamodule import speaker_map_from_cuts, tag_task
@@ -63,10 +62,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 @pytest.fixture(scope="module")
 def train_cli():
     """local/train.py as a module (its get_parser / check_args / prepare_data)."""
-    spec = importlib.util.spec_from_file_location("local_train_ft", REPO / "local" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("local/train.py")
 
 
 def _cuts(recipe, task: str) -> CutSet:

@@ -28,6 +28,7 @@ from mt2kd_lib.models.icefall_convert import (
 )
 from mt2kd_lib.models.icefall_init import init_from_icefall
 from mt2kd_lib.models.icefall_keys import config_from_shapes, encoder_shapes
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 Layout = Dict[str, Tuple[int, ...]]
@@ -470,12 +471,7 @@ def test_decoding_starts_from_icefalls_context(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------- training CLIs
 def _cli_module(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"local_{name}_icefall", REPO / "local" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"local/{name}.py")
 
 
 def test_train_cli_init_from_icefall(tiny_recipe, tmp_path: Path, monkeypatch) -> None:

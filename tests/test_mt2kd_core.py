@@ -2,13 +2,13 @@
 starting from a stage-1 checkpoint, and the teacher configs local/train_kd.py reads from the dumps."""
 
 import argparse
-import importlib.util
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import load_script
 from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, write_json
 from mt2kd_lib.models.factory import build_student
 from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
@@ -108,13 +108,15 @@ def _save_kd(tmp_path: Path, teachers) -> Path:
     return path
 
 
-def test_stage2_starts_from_the_kd_encoder_and_drops_kd_heads(tmp_path):
+def test_stage2_starts_from_the_kd_encoder_and_drops_kd_heads(tmp_path, caplog):
     path = _save_kd(tmp_path, [ASR_T, AT_T, SV_T])
     kd_state = torch.load(path, weights_only=False)["model"]
     fix_random_seed(1)
     student = build_student(_student_cfg())
     fresh = {k: v.clone() for k, v in student.state_dict().items()}
-    counts = init_from_kd_checkpoint(student, path)
+    with caplog.at_level(logging.WARNING):
+        counts = init_from_kd_checkpoint(student, path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # every head of matching sizes moved
     state = student.state_dict()
     enc = [k for k in kd_state if k.startswith("encoder.")]
     assert enc and counts["encoder"] == len(enc)
@@ -133,13 +135,18 @@ def test_stage2_starts_from_the_kd_encoder_and_drops_kd_heads(tmp_path):
     assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("asr_head."))
 
 
-def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_path):
+def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_path, caplog):
     path = _save_kd(tmp_path, [ASR_T, AT_T, SV_T])
     fix_random_seed(1)
     student = build_student(_student_cfg(num_classes=7))  # other AT classes than the AT teacher
     fresh = {k: v.clone() for k, v in student.state_dict().items()}
     init_from_kd_checkpoint(student, path)
     assert all(torch.equal(v, fresh[k]) for k, v in student.state_dict().items() if k.startswith("at_head."))
+    # an SV head of other sizes than the KD head starts fresh too, and says which sizes would have matched
+    with caplog.at_level(logging.WARNING):
+        init_from_kd_checkpoint(build_student(_student_cfg(emb_dim=8)), path)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "sv_t" in r.getMessage()]
+    assert warned and "emb_dim" in warned[0] and "16" in warned[0]
     other = dict(_student_cfg(), encoder=dict(ENCODER, encoder_dim=[48], encoder_unmasked_dim=[48]))
     with pytest.raises(ValueError, match="does not match the student's"):
         init_from_kd_checkpoint(build_student(other), path)
@@ -147,10 +154,7 @@ def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_
 
 @pytest.fixture(scope="module")
 def train_kd():
-    spec = importlib.util.spec_from_file_location("local_train_kd_core", REPO / "local" / "train_kd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("local/train_kd.py")
 
 
 def _dump_config(root: Path, teacher: str, task: str, level: str, kind: str, dim: int, frame_shift=None) -> None:

@@ -8,7 +8,6 @@ CLI, origin filtering with no-data markers, integer outputs, and several teacher
 
 import dataclasses
 import functools
-import importlib.util
 import json
 import shutil
 import sys
@@ -37,6 +36,7 @@ from mt2kd_lib.data.teacher_shar import (  # noqa: E402
 from mt2kd_lib.teachers.dump import dump_teacher, factory_from_config  # noqa: E402
 from mt2kd_lib.teachers.resemblyzer_teacher import ResemblyzerTeacher, normalize_volume  # noqa: E402
 from mt2kd_lib.teachers.shar_writer import verify_teacher_shard  # noqa: E402
+from conftest import load_script
 
 SR = 16000
 DURATIONS = [1.0, 2.0, 3.0, 1.5, 0.3, 2.5, 1.2]  # index 4 is shorter than the utterance teacher's 0.5 s minimum
@@ -340,10 +340,7 @@ def test_bad_inputs(tmp_path, data, threads):
 
 
 def test_cli_with_teachers_yaml(tmp_path, data, threads, monkeypatch):
-    # local/ holds scripts, not a package: load the CLI module from its file
-    spec = importlib.util.spec_from_file_location("dump_teacher", Path(__file__).resolve().parents[1] / "local/dump_teacher.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("local/dump_teacher.py")
 
     pool = _pool(data["cuts"].subset(first=3), tmp_path / "pool", 2)
     cfg = tmp_path / "teachers.yaml"

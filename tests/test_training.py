@@ -42,6 +42,7 @@ from mt2kd_lib.training.checkpoint import (
 )
 from mt2kd_lib.training.optim import ScaledAdam, get_parameter_groups_with_lrs
 from mt2kd_lib.training.trainer import Trainer, TrainParams, fix_random_seed
+from conftest import load_script
 
 # A one-stack Zipformer2 (the "tiny" preset reduced further) so that CPU tests take seconds.
 SMALL_ENCODER = {
@@ -310,13 +311,11 @@ def test_filter_drops_cuts_with_too_many_tokens(corpus):
 
 def test_train_and_evaluate_clis(corpus, tmp_path, monkeypatch):
     """local/train.py (multi-task, 1 epoch) then local/evaluate.py --task all on the tiny corpus."""
-    import importlib.util
     import json
     import sys
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
     conf = tmp_path / "model.yaml"
     conf.write_text(yaml.safe_dump({
         "encoder": SMALL_ENCODER,
@@ -333,9 +332,7 @@ def test_train_and_evaluate_clis(corpus, tmp_path, monkeypatch):
         ("evaluate.py", ["--epoch", "1", "--avg", "1", "--task", "all", *common,
                          "--decoding-methods", "greedy_search,fast_beam_search,ctc_greedy_search"]),
     ):
-        spec = importlib.util.spec_from_file_location(f"local_{script[:-3]}", repo / "local" / script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_script(f"local/{script}")
         monkeypatch.setattr(sys, "argv", [script, *argv])
         module.main()
     log = (exp / "log" / "log-train-rank0.txt").read_text()
