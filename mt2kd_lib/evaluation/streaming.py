@@ -15,7 +15,7 @@ after the last chunk, EER / minDCF from the SV embedding of all chunks -- plus t
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
@@ -100,22 +100,21 @@ def evaluate_streaming(model: StudentModel, recipe_data: Path, res_dir: Path, la
         algorithmic = 20.0 * chunk_size + 10.0 * (model.encoder.chunk_input_frames(chunk_size) - 2 * chunk_size) \
             + WINDOW_EXTRA_MS
         out.update(lat, algorithmic_ms=algorithmic, latency_ms=round(algorithmic + lat["compute_ms"], 1))
-    if model.at_head is not None and "at" in index:
-        def at_scores(cuts: CutSet) -> Dict[str, np.ndarray]:
-            scores = {}
-            for batch in make_eval_dl(cuts, max_duration, task="at"):
+    def per_cut(task: str, head_output) -> Callable[[CutSet], Dict[str, np.ndarray]]:
+        """cut id -> ``head_output(state)`` after streaming each cut of ``task`` chunk by chunk."""
+        def collect(cuts: CutSet) -> Dict[str, np.ndarray]:
+            values = {}
+            for batch in make_eval_dl(cuts, max_duration, task=task):
                 state = _stream_batch(streamer, batch, clock)
-                scores.update(zip(batch["cut_ids"], streamer.at_probs(state).numpy()))
-            return scores
-        maps = evaluate_at(at_scores, recipe_data, res_dir, name=f"chunk_{chunk_size}-")
+                values.update(zip(batch["cut_ids"], head_output(state).numpy()))
+            return values
+        return collect
+
+    if model.at_head is not None and "at" in index:
+        maps = evaluate_at(per_cut("at", streamer.at_probs), recipe_data, res_dir, name=f"chunk_{chunk_size}-")
         out["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}
     if model.sv_head is not None and "sv" in index:
-        def sv_embed(cuts: CutSet) -> Dict[str, np.ndarray]:
-            embs = {}
-            for batch in make_eval_dl(cuts, max_duration, task="sv"):
-                state = _stream_batch(streamer, batch, clock)
-                embs.update(zip(batch["cut_ids"], streamer.sv_embedding(state).numpy()))
-            return embs
-        out["sv"] = evaluate_sv(sv_embed, recipe_data, res_dir, name=f"chunk_{chunk_size}-")
+        out["sv"] = evaluate_sv(per_cut("sv", streamer.sv_embedding), recipe_data, res_dir,
+                                name=f"chunk_{chunk_size}-")
     out["rtf"] = round(clock.seconds / max(clock.audio_seconds, 1e-9), 4)
     return out

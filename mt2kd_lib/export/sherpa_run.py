@@ -28,16 +28,20 @@ def _num_label_rows(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
 
 
+def _transducer_args(onnx_dir: PathLike, num_threads: int) -> Dict[str, object]:
+    """The from_transducer arguments both sherpa-onnx recognizers take: our files, greedy search, 16 kHz 80-dim fbank."""
+    d = Path(onnx_dir)
+    _need(d, TRANSDUCER_FILES)
+    return dict(encoder=str(d / "encoder.onnx"), decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"),
+                tokens=str(d / "tokens.txt"), num_threads=num_threads, sample_rate=16000, feature_dim=80,
+                decoding_method="greedy_search")
+
+
 def make_recognizer(onnx_dir: PathLike, num_threads: int = 1):
     """sherpa-onnx offline transducer, greedy search, 16 kHz 80-dim fbank."""
     import sherpa_onnx
 
-    d = Path(onnx_dir)
-    _need(d, TRANSDUCER_FILES)
-    return sherpa_onnx.OfflineRecognizer.from_transducer(
-        encoder=str(d / "encoder.onnx"), decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"),
-        tokens=str(d / "tokens.txt"), num_threads=num_threads, sample_rate=16000, feature_dim=80,
-        decoding_method="greedy_search")
+    return sherpa_onnx.OfflineRecognizer.from_transducer(**_transducer_args(onnx_dir, num_threads))
 
 
 def make_tagger(onnx_dir: PathLike, num_threads: int = 1):
@@ -129,12 +133,8 @@ def make_online_recognizer(onnx_dir: PathLike, num_threads: int = 1):
     """sherpa-onnx OnlineRecognizer (streaming zipformer2 transducer, greedy search, no endpointing)."""
     import sherpa_onnx
 
-    d = Path(onnx_dir)
-    _need(d, TRANSDUCER_FILES)
-    return sherpa_onnx.OnlineRecognizer.from_transducer(
-        encoder=str(d / "encoder.onnx"), decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"),
-        tokens=str(d / "tokens.txt"), num_threads=num_threads, sample_rate=16000, feature_dim=80,
-        decoding_method="greedy_search", enable_endpoint_detection=False)
+    return sherpa_onnx.OnlineRecognizer.from_transducer(**_transducer_args(onnx_dir, num_threads),
+                                                        enable_endpoint_detection=False)
 
 
 def transcribe_online(recognizer, samples: np.ndarray, sample_rate: int, chunk_seconds: float = 0.1,
