@@ -235,6 +235,18 @@ def test_config_resolution() -> None:
         get_config({"preset": "tiny", "bogus": 1})
 
 
+def test_subsampling_channels_set_the_front_end() -> None:
+    assert PRESETS["tiny"].subsampling_channels == (8, 32, 128)  # icefall's front end by default
+    torch.manual_seed(0)
+    enc = build_encoder(get_config({"preset": "tiny", "subsampling_channels": [8, 16, 48]})).eval()
+    convs = [m for m in enc.encoder_embed.conv if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 48] and enc.encoder_embed.convnext.channels == 48
+    out, lens = enc(torch.randn(2, 120, 80), torch.tensor([120, 90]))
+    assert out.shape == (2, 28, enc.output_dim) and lens.tolist() == [28, 21] and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="subsampling_channels"):
+        ZipformerConfig(subsampling_channels=(8, 32))
+
+
 # ------------------------------------------------------------------------------------------------
 # optimizer / scheduler
 

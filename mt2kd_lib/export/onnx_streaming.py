@@ -11,7 +11,9 @@ sherpa-onnx reads from the encoder's metadata: ``model_type=zipformer2``, ``T`` 
 ``decode_chunk_len`` (= 2 * chunk_size, the frames it advances per call), and per stack (comma-separated)
 ``encoder_dims``, ``query_head_dims``, ``value_head_dims``, ``num_heads``, ``num_encoder_layers``,
 ``cnn_module_kernels``, ``left_context_len`` (= left_context_frames / downsampling factor) -- from which it builds the
-zero initial states itself, so their shapes must be exactly those of ``get_init_states``. It feeds a chunk only when
+zero initial states itself, so their shapes must be exactly those of ``get_init_states`` -- except ``embed_states``,
+which sherpa-onnx always makes 128 channels wide (icefall's front end): a narrower front end (egs/mini's 64) reads
+the first channels of that input and writes its new cache zero-padded to 128 (:func:`sherpa_state_shapes`). It feeds a chunk only when
 more than T frames are ready, so a caller appends ~0.3-0.7 s of silence before ending a stream (as its examples do).
 decoder.onnx and joiner.onnx are the offline ones (:func:`mt2kd_lib.export.onnx_export.export_transducer`).
 """
@@ -36,6 +38,8 @@ PathLike = Union[str, Path]
 LAYER_STATES = ("cached_key", "cached_nonlin_attn", "cached_val1", "cached_val2", "cached_conv1", "cached_conv2")
 # batch axis of each layer state (sherpa-onnx stacks streams along it)
 LAYER_STATE_BATCH_AXIS = (1, 1, 1, 1, 0, 0)
+# sherpa-onnx's OnlineZipformer2TransducerModel builds the front end's cache as (N, 128, 3, F') whatever the model
+SHERPA_EMBED_CHANNELS = 128
 
 
 def state_names(encoder: EncoderWithEmbed) -> List[str]:
@@ -48,6 +52,24 @@ def _state_axes(encoder: EncoderWithEmbed) -> List[int]:
     return list(LAYER_STATE_BATCH_AXIS) * n_layers + [0, 0]
 
 
+def _embed_channels(encoder: EncoderWithEmbed) -> int:
+    c = encoder.encoder_embed.layer3_channels
+    if c > SHERPA_EMBED_CHANNELS:
+        raise ValueError(f"export_streaming_transducer: the front end has {c} channels; sherpa-onnx's streaming "
+                         f"Zipformer2 keeps a cache of {SHERPA_EMBED_CHANNELS} (subsampling_channels[2] <= 128)")
+    return c
+
+
+def sherpa_state_shapes(encoder: EncoderWithEmbed, left_context_frames: int, batch_size: int = 1
+                        ) -> List[Tuple[int, ...]]:
+    """The state shapes of the exported encoder (those sherpa-onnx builds): ``get_init_states``'s, with the
+    front end's cache widened to sherpa-onnx's 128 channels."""
+    shapes = [tuple(s.shape) for s in encoder.get_init_states(left_context_frames, batch_size)]
+    n, _, r, f = shapes[-2]
+    shapes[-2] = (n, SHERPA_EMBED_CHANNELS, r, f)
+    return shapes
+
+
 class OnnxStreamingEncoder(nn.Module):
     """(fbank chunk, *states) -> (projected encoder output, *new states); every fbank frame of the chunk is valid."""
 
@@ -55,10 +77,17 @@ class OnnxStreamingEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.encoder_proj = encoder_proj
+        self.embed_channels = _embed_channels(encoder)
 
     def forward(self, x: Tensor, *states: Tensor) -> Tuple[Tensor, ...]:
         x_lens = torch.ones_like(x[:, :, 0], dtype=torch.int64).sum(dim=1)  # (N,) = T, batch-size dynamic
-        out, _, new_states, _ = self.encoder.streaming_forward(x, x_lens, list(states))
+        states = list(states)
+        c = self.embed_channels
+        states[-2] = states[-2][:, :c]  # the channels this front end uses (sherpa-onnx's cache is 128 wide)
+        out, _, new_states, _ = self.encoder.streaming_forward(x, x_lens, states)
+        pad = SHERPA_EMBED_CHANNELS - c
+        if pad > 0:  # zeros in the channels sherpa-onnx keeps but this model does not read
+            new_states[-2] = nn.functional.pad(new_states[-2], (0, 0, 0, 0, 0, pad))
         return (self.encoder_proj(out), *new_states)
 
 
@@ -102,8 +131,8 @@ def export_streaming_transducer(model: StudentModel, out_dir: PathLike, tokens: 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, t_in, encoder.feature_dim, generator=g)
     states = encoder.get_init_states(left_context_frames, 2)
-    states = [torch.randn(s.shape, generator=g) if s.is_floating_point() else s + left_context_frames
-              for s in states]
+    states = [torch.randn(shape, generator=g) if s.is_floating_point() else s + left_context_frames
+              for s, shape in zip(states, sherpa_state_shapes(encoder, left_context_frames, 2))]
     names = state_names(encoder)
     axes = {"x": {0: "N"}, "encoder_out": {0: "N"}}
     for name, ax in zip(names, _state_axes(encoder)):

@@ -29,6 +29,9 @@ class ZipformerConfig:
     pos_head_dim: int = 4
     pos_dim: int = 48
     feature_dim: int = 80
+    # Conv2dSubsampling's three conv layers (icefall: 8, 32, 128). At the tiny sizes the 128-channel ConvNeXt
+    # costs more than the whole encoder, so egs/mini's students halve its width (see RESULTS_NOTES.md).
+    subsampling_channels: IntTuple = (8, 32, 128)
     causal: bool = False
     chunk_size: IntTuple = (-1,)
     left_context_frames: IntTuple = (-1,)
@@ -39,7 +42,7 @@ class ZipformerConfig:
     def __post_init__(self) -> None:
         for f in ("num_encoder_layers", "downsampling_factor", "encoder_dim", "feedforward_dim",
                   "num_heads", "cnn_module_kernel", "encoder_unmasked_dim", "chunk_size",
-                  "left_context_frames"):
+                  "left_context_frames", "subsampling_channels"):
             setattr(self, f, tuple(int(v) for v in getattr(self, f)))
         n = len(self.downsampling_factor)
         for f in ("num_encoder_layers", "encoder_dim", "feedforward_dim", "num_heads",
@@ -50,6 +53,8 @@ class ZipformerConfig:
         for d, u in zip(self.encoder_dim, self.encoder_unmasked_dim):
             if u > d:
                 raise ValueError(f"encoder_unmasked_dim {u} exceeds encoder_dim {d}")
+        if len(self.subsampling_channels) != 3 or min(self.subsampling_channels) < 1:
+            raise ValueError(f"subsampling_channels needs 3 positive entries, got {self.subsampling_channels}")
         for k in self.cnn_module_kernel:
             if k % 2 != 1:
                 raise ValueError(f"cnn_module_kernel entries must be odd, got {k}")

@@ -29,7 +29,9 @@ class EncoderWithEmbed(nn.Module):
         self.config = cfg
         dims = list(cfg.encoder_dim)
         dropout = cfg.dropout if cfg.dropout is not None else ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
-        self.encoder_embed = Conv2dSubsampling(cfg.feature_dim, dims[0], dropout=dropout)
+        c1, c2, c3 = cfg.subsampling_channels
+        self.encoder_embed = Conv2dSubsampling(cfg.feature_dim, dims[0], layer1_channels=c1,
+                                               layer2_channels=c2, layer3_channels=c3, dropout=dropout)
         self.encoder = Zipformer2(
             output_downsampling_factor=2,
             downsampling_factor=tuple(cfg.downsampling_factor),
@@ -105,7 +107,7 @@ class EncoderWithEmbed(nn.Module):
     def get_init_states(self, left_context_frames: int, batch_size: int = 1,
                         device: torch.device = torch.device("cpu")) -> List[Tensor]:
         """Zero states for :meth:`streaming_forward`: 6 per layer (see Zipformer2EncoderLayer), then the
-        subsampling's ConvNeXt cache (N, 128, 3, F') and the processed 50 Hz frames (N,) int64 -- the
+        subsampling's ConvNeXt cache (N, layer3 channels, 3, F') and the processed 50 Hz frames (N,) int64 -- the
         layout of icefall's streaming Zipformer2 and of sherpa-onnx's OnlineZipformer2TransducerModel."""
         states = self.encoder.get_init_states(left_context_frames, batch_size, device)
         states.append(self.encoder_embed.get_init_states(batch_size, device))
