@@ -21,9 +21,9 @@ from typing import Dict, List
 
 from lhotse import CutSet
 
-from mt2kd_lib.data.datamodule import make_spec_augment, make_train_dl
+from mt2kd_lib.data.datamodule import NUM_BUCKETS, make_spec_augment, make_train_dl
 from mt2kd_lib.data.dataset import MultiTaskDataset
-from mt2kd_lib.data.teacher_shar import dump_pool_dir, load_dump_config, read_done, read_kd_cuts, teacher_dir
+from mt2kd_lib.data.teacher_shar import dump_pool_dir, load_dump_config, pool_duration_bins, read_kd_cuts
 from mt2kd_lib.models.factory import load_model_config
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
@@ -114,11 +114,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     pool_dir = args.pool_dir or dump_pool_dir(args.teacher_dir, names[0])
     cuts, fields = read_kd_cuts(pool_dir, args.teacher_dir, names, shuffle_shards=args.shuffle_shards,
                                 seed=args.seed, split_for_dataloading=True)
-    for t in teachers:
-        cfg = load_dump_config(args.teacher_dir, t["name"])
-        n = sum(read_done(teacher_dir(args.teacher_dir, t["name"]), t["field"], i)["num_written"]
-                for i in range(cfg["pool"]["num_shards"]))
-        logging.info(f"KD pool {pool_dir}: teacher {t['name']} covers {n} cuts")
+    bins = pool_duration_bins(pool_dir, NUM_BUCKETS)
+    if bins is None:
+        logging.info(f"{pool_dir}/pool.json has no duration sample: the sampler estimates its buckets by reading cuts")
 
     model_cfg = load_model_config(args.model_config)
     model_cfg = apply_streaming_args(model_cfg, args)
@@ -127,7 +125,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,
                           spec_augment=make_spec_augment() if args.spec_augment else None)
     train_dl = make_train_dl({"kd": cuts}, None, args.max_duration, ds, seed=args.seed, world_size=world_size,
-                             rank=rank, num_workers=args.num_workers, buffer_size=args.buffer_size, iterable=True)
+                             rank=rank, num_workers=args.num_workers, buffer_size=args.buffer_size, iterable=True,
+                             duration_bins=bins)
     fix_random_seed(args.seed)
     model = build_kd_model(cfg)
     if args.init_from_icefall is not None and args.start_epoch == 1:

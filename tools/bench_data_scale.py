@@ -37,11 +37,10 @@ DURATIONS = (0.8, 1.0, 1.2, 1.6)
 def _real_shards(work: Path, shard_size: int, real_shards: int) -> Dict:
     """``real_shards`` genuine pool shards + teacher fields under ``work/real`` (made once, reused)."""
     from lhotse import CutSet, LilcomChunkyWriter, MonoCut
-    from lhotse.array import Array
     from lhotse.features.base import Features
 
     from mt2kd_lib.data.shar import export_pool_shar
-    from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, checksum_key, field_name, pool_record, write_json
+    from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, field_name, pool_record, write_json
     from mt2kd_lib.teachers.shar_writer import TeacherShardWriter
 
     real = work / "real"
@@ -104,7 +103,8 @@ def make_pool(work: Path, num_cuts: int, shard_size: int, real_shards: int) -> P
         dst.symlink_to(pool_shard_path(real / "pool", i % real_shards))
     shas = [info["shard_ids_sha1"][i % real_shards] for i in range(n)]
     write_json(root / "pool" / "pool.json", dict(num_shards=n, shard_size=shard_size, num_cuts=num_cuts,
-                                                 shard_ids_sha1=shas, ids_sha1=ids_fingerprint(shas), source=None))
+                                                 shard_ids_sha1=shas, ids_sha1=ids_fingerprint(shas), source=None,
+                                                 duration_sample=info.get("duration_sample")))
     for teacher in SHAPES:
         src, tdir = real / "out" / teacher, root / "out" / teacher
         tdir.mkdir(parents=True, exist_ok=True)
@@ -120,25 +120,39 @@ def make_pool(work: Path, num_cuts: int, shard_size: int, real_shards: int) -> P
     return root
 
 
+class _Counter:
+    """Counts the cuts the data path reads (the sampler's buffer, and any pass to estimate its buckets)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, cut):
+        self.n += 1
+        return cut
+
+
 def measure(root: Path, max_duration: float, buffer_size: int) -> Dict:
     """In this process: read the pool as train_kd does until the first batch is collated."""
     import torch
 
-    from mt2kd_lib.data.datamodule import make_train_dl
+    from mt2kd_lib.data.datamodule import NUM_BUCKETS, make_train_dl
     from mt2kd_lib.data.dataset import MultiTaskDataset
-    from mt2kd_lib.data.teacher_shar import read_kd_cuts
+    from mt2kd_lib.data.teacher_shar import pool_duration_bins, read_kd_cuts
 
     torch.set_num_threads(1)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0, c0 = time.time(), time.process_time()
     cuts, fields = read_kd_cuts(root / "pool", root / "out", list(SHAPES), shuffle_shards=True, seed=42)
+    read = _Counter()
+    cuts = cuts.map(read)
     dl = make_train_dl({"kd": cuts}, None, max_duration, MultiTaskDataset(teacher_fields=fields),
-                       buffer_size=buffer_size, iterable=True)
+                       buffer_size=buffer_size, iterable=True,
+                       duration_bins=pool_duration_bins(root / "pool", NUM_BUCKETS))
     batch = next(iter(dl))
     t, cpu = time.time() - t0, time.process_time() - c0
     shapes = {f: list(batch[f].shape) for f in fields if f in batch}
     return dict(first_batch_s=t, first_batch_cpu_s=cpu, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                rss_before_mb=rss0, batch_cuts=len(batch["cut_ids"]), shapes=shapes)
+                rss_before_mb=rss0, batch_cuts=len(batch["cut_ids"]), cuts_read=read.n, shapes=shapes)
 
 
 def run_sizes(sizes: List[int], work: Path, shard_size: int = 1000, real_shards: int = 4, max_duration: float = 200.0,
@@ -175,11 +189,11 @@ def main() -> None:
     rows = run_sizes([int(s) for s in args.sizes.split(",")], args.work, args.shard_size, args.real_shards,
                      args.max_duration, args.buffer_size)
     print("| pool cuts | peak RSS (MB) | RSS growth vs first (MB) | first batch: wall (s) | first batch: CPU (s) "
-          "| first batch (cuts) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| first batch (cuts) | cuts read before it |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['cuts']:,} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - rows[0]['peak_rss_mb']:+.0f} | "
-              f"{r['first_batch_s']:.1f} | {r['first_batch_cpu_s']:.1f} | {r['batch_cuts']} |")
+              f"{r['first_batch_s']:.1f} | {r['first_batch_cpu_s']:.1f} | {r['batch_cuts']} | {r['cuts_read']:,} |")
     print(json.dumps(rows))
 
 

@@ -23,6 +23,8 @@ from lhotse.dataset import DynamicBucketingSampler, IterableDatasetWrapper, Simp
 from mt2kd_lib.data.dataset import MultiTaskDataset
 from mt2kd_lib.data.frames import MIN_INPUT_FRAMES, encoder_output_frames  # noqa: F401 (re-exported)
 
+NUM_BUCKETS = 10  # the bucketing sampler's duration buckets (lhotse's default)
+
 
 def _set_task(cut: Any, task: str) -> Any:
     return cut.with_custom("task", task)
@@ -107,7 +109,7 @@ def make_train_dl(
     weights: Optional[Sequence[float]] = None,
     max_duration: float = 200.0,
     dataset: Optional[MultiTaskDataset] = None,
-    num_buckets: int = 10,
+    num_buckets: int = NUM_BUCKETS,
     shuffle: bool = True,
     drop_last: bool = False,
     seed: int = 42,
@@ -116,6 +118,7 @@ def make_train_dl(
     num_workers: int = 0,
     buffer_size: int = 20000,
     iterable: bool = False,
+    duration_bins: Optional[Sequence[float]] = None,
 ) -> torch.utils.data.DataLoader:
     """DataLoader of mixed-task training batches.
 
@@ -129,6 +132,8 @@ def make_train_dl(
       iterable: the CutSets are Shar streams read with ``split_for_dataloading=True`` (each DDP rank and
         dataloader worker reads its own shards): the sampler then runs inside each worker, wrapped in lhotse's
         ``IterableDatasetWrapper``, with ``world_size=1, rank=0`` (the shards are already split).
+      duration_bins: the bucket boundaries (e.g. :func:`mt2kd_lib.data.teacher_shar.pool_duration_bins`); None:
+        the sampler estimates them from the first 10,000 cuts it reads.
     The sampler is :func:`train_sampler` ``(dl)``; call its ``set_epoch(epoch)`` before each epoch.
     """
     if not cutsets:
@@ -151,6 +156,7 @@ def make_train_dl(
         max_duration=max_duration,
         shuffle=shuffle,
         num_buckets=num_buckets,
+        duration_bins=list(duration_bins) if duration_bins else None,
         drop_last=drop_last,
         buffer_size=buffer_size,
         seed=seed,

@@ -6,6 +6,7 @@ network or spinning-disk storage wants; shards can be shuffled and split across 
 """
 
 import logging
+import random
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -13,6 +14,7 @@ from lhotse import CutSet
 
 AUDIO_FORMATS = ("flac", "wav", "mp3", "opus")
 ARRAY_FORMATS = ("lilcom", "numpy")
+DURATION_SAMPLE = 10000  # durations kept in pool.json (lhotse estimates its duration bins from 10,000 cuts too)
 
 
 def default_fields(cuts: CutSet) -> Dict[str, str]:
@@ -90,6 +92,9 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
         old.unlink()
     shard_sha: List[str] = []
     num_cuts = 0
+    # a uniform sample of the durations (reservoir, seeded): training's bucket boundaries without a pass over the pool
+    rng = random.Random(0)
+    durations: List[float] = []
     ids: List[str] = []  # of the current shard only
     writer = JsonlShardWriter(str(output_dir / "cuts.%06d.jsonl.gz"), shard_size=shard_size)
     with writer:
@@ -97,6 +102,12 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
             writer.write(cut)
             ids.append(cut.id)
             num_cuts += 1
+            if len(durations) < DURATION_SAMPLE:
+                durations.append(round(float(cut.duration), 3))
+            else:
+                j = rng.randrange(num_cuts)
+                if j < DURATION_SAMPLE:
+                    durations[j] = round(float(cut.duration), 3)
             if len(ids) == shard_size:
                 shard_sha.append(ids_fingerprint(ids))
                 ids = []
@@ -106,7 +117,7 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
         raise ValueError("cannot export an empty KD pool to Shar")
     assert all(pool_shard_path(output_dir, i).is_file() for i in range(len(shard_sha)))
     info = dict(num_shards=len(shard_sha), shard_size=shard_size, num_cuts=num_cuts, shard_ids_sha1=shard_sha,
-                ids_sha1=ids_fingerprint(shard_sha), source=source)
+                ids_sha1=ids_fingerprint(shard_sha), source=source, duration_sample=durations)
     write_json(output_dir / POOL_INFO, info)
     logging.info(f"KD pool: {num_cuts} cuts in {len(shard_sha)} Shar shards under {output_dir}")
     return info

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from lhotse import CutSet
-from lhotse.array import Array, TemporalArray
+from lhotse.array import TemporalArray
 
 Pathlike = Union[str, Path]
 
@@ -228,41 +228,52 @@ def read_done(tdir: Pathlike, field: str, index: int) -> Optional[Dict[str, Any]
 
 def shard_is_finished(tdir: Pathlike, field: str, index: int, ids_sha1: Optional[str] = None) -> Tuple[bool, str]:
     """Cheap check (no decoding) that shard ``index`` is complete; returns (ok, reason when not ok)."""
+    ok, why, _ = _check_shard(tdir, field, index, ids_sha1)
+    return ok, why
+
+
+def _check_shard(tdir: Pathlike, field: str, index: int, ids_sha1: Optional[str]
+                 ) -> Tuple[bool, str, Optional[Dict[str, Any]]]:
+    """:func:`shard_is_finished`, also returning the done record it read."""
     paths = shard_paths(tdir, field, index)
     done = read_done(tdir, field, index)
     if done is None:
-        return False, "no done marker"
+        return False, "no done marker", None
     for key in ("tar", "crc"):
         p = paths[key]
         if not p.is_file():
-            return False, f"{p} is missing"
+            return False, f"{p} is missing", done
         if p.stat().st_size != done[f"{key}_bytes"]:
-            return False, f"{p} has {p.stat().st_size} bytes, the done marker recorded {done[f'{key}_bytes']}"
+            return False, f"{p} has {p.stat().st_size} bytes, the done marker recorded {done[f'{key}_bytes']}", done
     if ids_sha1 is not None and done.get("ids_sha1") != ids_sha1:
-        return False, "the pool shard's cut ids changed since it was dumped"
-    return True, ""
+        return False, "the pool shard's cut ids changed since it was dumped", done
+    return True, "", done
 
 
-def teacher_shar_fields(out_dir: Pathlike, teacher: str, pool_dir: Pathlike) -> Dict[str, List[str]]:
-    """``{field: [tar per pool shard], field_crc32: [jsonl per pool shard]}`` of a finished dump aligned with the
-    pool at ``pool_dir``. Raises naming the teacher when the dump is of another pool or a shard is unfinished."""
+def teacher_shar_fields(out_dir: Pathlike, teacher: str, pool_dir: Pathlike,
+                        pool: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, List[str]], int]:
+    """``({field: [tar per pool shard], field_crc32: [jsonl per pool shard]}, cuts covered)`` of a finished dump
+    aligned with the pool at ``pool_dir`` (``pool``: its already-read ``pool.json``). One pass over the shards' done
+    markers. Raises naming the teacher when the dump is of another pool or a shard is unfinished."""
     cfg = load_dump_config(out_dir, teacher)
-    pool = read_pool_info(pool_dir)
+    pool = pool if pool is not None else read_pool_info(pool_dir)
     if cfg["pool"]["ids_sha1"] != pool["ids_sha1"]:
         raise ValueError(f"teacher {teacher!r} under {out_dir} was dumped over another KD pool than {pool_dir} "
                          "(cut ids differ): re-run the dump stage")
     tdir, field = teacher_dir(out_dir, teacher), cfg["field"]
-    missing = []
+    missing, covered = [], 0
     for i, sha in enumerate(pool["shard_ids_sha1"]):
-        ok, why = shard_is_finished(tdir, field, i, sha)
+        ok, why, done = _check_shard(tdir, field, i, sha)
         if not ok:
             missing.append(f"shard {i} ({why})")
+        else:
+            covered += int(done["num_written"])
     if missing:
         raise RuntimeError(f"teacher {teacher}: {len(missing)} of {pool['num_shards']} shards are not finished: "
                            f"{', '.join(missing[:10])}; re-run the dump stage (it resumes)")
     n = pool["num_shards"]
-    return {field: [str(shard_paths(tdir, field, i)["tar"]) for i in range(n)],
-            checksum_key(field): [str(shard_paths(tdir, field, i)["crc"]) for i in range(n)]}
+    return ({field: [str(shard_paths(tdir, field, i)["tar"]) for i in range(n)],
+             checksum_key(field): [str(shard_paths(tdir, field, i)["crc"]) for i in range(n)]}, covered)
 
 
 class HasAnyField:
@@ -286,20 +297,37 @@ def read_kd_cuts(
 ) -> Tuple[CutSet, List[str]]:
     """The KD pool as a lazy CutSet with every teacher's output attached, keeping only cuts that some teacher
     covers; returns it and the field names. ``split_for_dataloading``: each DDP rank and dataloader worker reads
-    its own shards (use the sampler with world_size=1 inside an ``IterableDatasetWrapper``, see datamodule)."""
-    fields: Dict[str, List[str]] = {"cuts": pool_shards(pool_dir)}
+    its own shards (use the sampler with world_size=1 inside an ``IterableDatasetWrapper``, see datamodule).
+    Reads ``pool.json`` once and each teacher's done markers once (a paper-size pool has thousands of shards)."""
+    pool = read_pool_info(pool_dir)
+    fields: Dict[str, List[str]] = {"cuts": [str(pool_shard_path(pool_dir, i)) for i in range(pool["num_shards"])]}
     names = []
     for t in teachers:
-        tf = teacher_shar_fields(out_dir, t, pool_dir)
+        tf, covered = teacher_shar_fields(out_dir, t, pool_dir, pool)
         names.append(next(iter(tf)))
         fields.update(tf)
+        logging.info(f"KD pool {pool_dir}: teacher {t} covers {covered} of {pool['num_cuts']} cuts")
     cuts = CutSet.from_shar(fields=fields, shuffle_shards=shuffle_shards, seed=seed,
                             split_for_dataloading=split_for_dataloading)
     return cuts.filter(HasAnyField(names)), names
 
 
+def pool_duration_bins(pool_dir: Pathlike, num_buckets: int) -> Optional[List[float]]:
+    """Bucket boundaries for ``DynamicBucketingSampler`` from the duration sample in ``pool.json`` (lhotse's
+    estimate over the sample), or None for a pool exported without one. Given these, the sampler does not read
+    10,000 cuts -- with every teacher's output attached -- to estimate them before the first batch."""
+    from types import SimpleNamespace
+
+    from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
+
+    sample = read_json(Path(pool_dir) / POOL_INFO).get("duration_sample")
+    if not sample or num_buckets < 2 or len(sample) < num_buckets:
+        return None
+    return [float(b) for b in estimate_duration_buckets([SimpleNamespace(duration=d) for d in sample], num_buckets)]
+
+
 def read_teacher_cuts(out_dir: Pathlike, teacher: str, pool_dir: Pathlike) -> CutSet:
     """One teacher's outputs over the pool, lazily, in pool order (cuts it does not cover have no field)."""
     fields: Dict[str, List[str]] = {"cuts": pool_shards(pool_dir)}
-    fields.update(teacher_shar_fields(out_dir, teacher, pool_dir))
+    fields.update(teacher_shar_fields(out_dir, teacher, pool_dir)[0])
     return CutSet.from_shar(fields=fields)
