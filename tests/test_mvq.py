@@ -126,16 +126,20 @@ def test_dump_stores_uint8_indexes_read_back_by_stock_lhotse(mvq_dump):
     dim = mvq_dump["teacher"].spec.dim
     # stock lhotse: the pool's cut shards plus the teacher's field tars
     fields = {"cuts": pool_shards(mvq_dump["pool"]), "frm_codebook_indexes": [str(p) for p in tars]}
-    seen = 0
+    seen = frames = 0
     for cut in CutSet.from_shar(fields=fields):
         idx = cut.load_custom("frm_codebook_indexes")
         assert idx.dtype == np.uint8 and idx.ndim == 2 and idx.shape[1] == 4
+        frames += idx.shape[0]
         floats = mvq_dump["teacher"].infer_batch([cut.load_audio()[0].astype(np.float32)])[0]
         assert idx.shape[0] == floats.shape[0]
         assert np.array_equal(idx, encode_frames(quantizer, floats, mvq_dump["cfg"].refine_iters))
         assert decode_indexes(quantizer, idx).shape == (idx.shape[0], dim)
         seen += 1
     assert seen == 4
+    # the size is compared with a float32 archive of the frames the indexes stand for
+    assert summary["float32_bytes"] == 4 * frames * dim
+    assert summary["tar_to_float32_ratio"] == pytest.approx(summary["tar_bytes"] / summary["float32_bytes"])
 
 
 def test_collation_and_kd_config_from_an_mvq_dump(mvq_dump):

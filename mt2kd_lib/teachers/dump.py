@@ -163,9 +163,10 @@ def process_shard(teacher: Teacher, task: ShardTask) -> Dict[str, Any]:
                 raise RuntimeError(f"teacher {spec.name} returned {len(outs)} outputs for {len(audios)} inputs")
             for cut, audio, out in zip(cuts_ok, audios, outs):
                 out = _check_output(out, spec, cut.id)
+                source_values = out.size
                 if quantizer is not None:  # uint8 (frames, num_codebooks): stored exactly as .npy
                     out = encode_frames(quantizer, out, task.refine_iters)
-                writer.add(cut, out)
+                writer.add(cut, out, source_values=source_values)
                 audio_seconds += audio.shape[0] / spec.sampling_rate
         if skipped:
             logging.warning("shard %d: skipped %d too-short cuts (listed in its done marker)", task.index,
@@ -384,7 +385,8 @@ def _prepare_mvq(runner: Any, tdir: Path, cfg: Dict[str, Any], mvq: Any, cuts: L
 
 def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
     """Aggregate the ``.done`` records of all finished shards under ``tdir``."""
-    keys_sum = ("num_cuts", "num_covered", "num_written", "num_skipped", "tar_bytes", "num_values", "audio_seconds",
+    keys_sum = ("num_cuts", "num_covered", "num_written", "num_skipped", "tar_bytes", "num_values", "source_values",
+                "audio_seconds",
                 "sum_abs_error", "sum_sq_error", "sum_abs_value", "sum_sq_value")
     tot: Dict[str, float] = {k: 0 for k in keys_sum}
     max_err = max_val = 0.0
@@ -400,7 +402,9 @@ def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
         max_val = max(max_val, rec["max_abs_value"])
     nv = max(tot["num_values"], 1)
     rms_val = math.sqrt(tot["sum_sq_value"] / nv)
-    float32_bytes = 4 * int(tot["num_values"])
+    # what a float32 archive of the teacher's outputs would take (MVQ: of the frames its indexes encode; dumps
+    # written before source_values was recorded: of the stored float values)
+    float32_bytes = 4 * int(tot["source_values"] or tot["num_values"])
     return dict(
         num_shards=num_shards,
         num_shards_done=done,
@@ -413,7 +417,7 @@ def summarize(tdir: Pathlike, field: str, num_shards: int) -> Dict[str, Any]:
         float32_bytes=float32_bytes,
         num_values=int(tot["num_values"]),
         # tar headers (1 KiB a cut) included: small outputs (a 527-d vector) are dominated by them
-        bytes_per_value=tot["tar_bytes"] / nv,
+        bytes_per_value=tot["tar_bytes"] / max(float32_bytes // 4, 1),
         tar_to_float32_ratio=tot["tar_bytes"] / max(float32_bytes, 1),
         max_abs_error=max_err,
         mean_abs_error=tot["sum_abs_error"] / nv,
@@ -581,9 +585,10 @@ def dump_teacher(
     write_json(tdir / SUMMARY_NAME, summary)
     logging.info(
         "teacher %s: %d/%d shards done, %d of %d cuts covered, %.3f h (this run %.3f h at %.1f audio-s/s), "
-        "%.3f bytes/value, max abs err %.3g, mean abs err %.3g, rms rel err %.3g, skipped %d",
+        "%.3f bytes per teacher value (%.4f of float32), max abs err %.3g, mean abs err %.3g, rms rel err %.3g, skipped %d",
         name, summary["num_shards_done"], num_shards, summary["num_written"], summary["num_cuts"], summary["hours"],
         run_sec / 3600.0, summary["this_run"]["audio_seconds_per_second"], summary["bytes_per_value"],
+        summary["tar_to_float32_ratio"],
         summary["max_abs_error"], summary["mean_abs_error"], summary["rms_rel_error"], summary["num_skipped"],
     )
     return summary

@@ -77,13 +77,18 @@ class TeacherShardWriter:
         self.blobs = open(self.paths["tmp_blobs"], "wb")
         self.entries: Dict[str, Tuple[int, int, str, Dict[str, Any], int]] = {}
         self.t0 = time.time()
-        self.stats = dict(num_values=0, max_abs_error=0.0, sum_abs_error=0.0, sum_sq_error=0.0, sum_abs_value=0.0,
+        # source_values: the teacher's float values behind what was stored (= num_values, unless MVQ indexes
+        # stand in for the frames): the size a float32 archive of the same outputs would have
+        self.stats = dict(num_values=0, source_values=0, max_abs_error=0.0, sum_abs_error=0.0, sum_sq_error=0.0, sum_abs_value=0.0,
                           sum_sq_value=0.0, max_abs_value=0.0)
 
-    def add(self, cut: Any, out: np.ndarray, start: Optional[float] = None) -> np.ndarray:
-        """Store ``out`` for ``cut``; returns the decoded array (what training will read)."""
+    def add(self, cut: Any, out: np.ndarray, start: Optional[float] = None,
+            source_values: Optional[int] = None) -> np.ndarray:
+        """Store ``out`` for ``cut``; returns the decoded array (what training will read). ``source_values``: the
+        number of teacher values ``out`` encodes (MVQ indexes of (frames, dim) floats: frames * dim)."""
         if cut.id in self.entries:
             raise ValueError(f"shard {self.index}: two outputs for cut {cut.id}")
+        self.stats["source_values"] += int(source_values if source_values is not None else out.size)
         data, ext = _encode(out, self.tick_power, self.float_format)
         decoded = _decode(data, ext)
         if decoded.shape != out.shape:
