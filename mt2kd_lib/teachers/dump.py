@@ -55,7 +55,7 @@ from mt2kd_lib.data.teacher_shar import (
     write_json,
 )
 from mt2kd_lib.teachers.base import Teacher, TeacherSpec
-from mt2kd_lib.teachers.shar_writer import TeacherShardWriter, lilcom_tolerance, verify_teacher_shard
+from mt2kd_lib.teachers.shar_writer import TeacherShardWriter, verify_teacher_shard
 
 TeacherFactoryFn = Callable[[str], Teacher]
 CALIBRATION_CUTS = 4
