@@ -183,8 +183,10 @@ def read_pool_info(pool_dir: Pathlike) -> Dict[str, Any]:
     return info
 
 
-def pool_shards(pool_dir: Pathlike) -> List[str]:
-    return [str(pool_shard_path(pool_dir, i)) for i in range(read_pool_info(pool_dir)["num_shards"])]
+def pool_shards(pool_dir: Pathlike, pool: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The pool's cut shard paths (``pool``: its already-read ``pool.json``)."""
+    pool = pool if pool is not None else read_pool_info(pool_dir)
+    return [str(pool_shard_path(pool_dir, i)) for i in range(pool["num_shards"])]
 
 
 # ---- teacher dumps ---------------------------------------------------------------------------------------------
@@ -300,7 +302,7 @@ def read_kd_cuts(
     its own shards (use the sampler with world_size=1 inside an ``IterableDatasetWrapper``, see datamodule).
     Reads ``pool.json`` once and each teacher's done markers once (a paper-size pool has thousands of shards)."""
     pool = read_pool_info(pool_dir)
-    fields: Dict[str, List[str]] = {"cuts": [str(pool_shard_path(pool_dir, i)) for i in range(pool["num_shards"])]}
+    fields: Dict[str, List[str]] = {"cuts": pool_shards(pool_dir, pool)}
     names = []
     for t in teachers:
         tf, covered = teacher_shar_fields(out_dir, t, pool_dir, pool)

@@ -13,8 +13,8 @@ sherpa-onnx reads from the encoder's metadata: ``model_type=zipformer2``, ``T`` 
 ``cnn_module_kernels``, ``left_context_len`` (= left_context_frames / downsampling factor) -- from which it builds the
 zero initial states itself, so their shapes must be exactly those of ``get_init_states`` -- except ``embed_states``,
 which sherpa-onnx always makes 128 channels wide (icefall's front end): a narrower front end (egs/mini's 64) reads
-the first channels of that input and writes its new cache zero-padded to 128 (:func:`sherpa_state_shapes`). It feeds a chunk only when
-more than T frames are ready, so a caller appends ~0.3-0.7 s of silence before ending a stream (as its examples do).
+the first channels of that input and writes its new cache zero-padded to 128 (:func:`sherpa_state_shapes`). It
+feeds a chunk only when more than T frames are ready, so a caller appends ~0.3-0.7 s of silence before ending a stream (as its examples do).
 decoder.onnx and joiner.onnx are the offline ones (:func:`mt2kd_lib.export.onnx_export.export_transducer`).
 """
 
