@@ -8,6 +8,7 @@ finetune_epochs=${finetune_epochs:-1}
 sv_teacher=${sv_teacher:-checkpoint}
 publish_results=${publish_results:-false}
 max_duration=${max_duration:-60}
+mvq_train_iters=${mvq_train_iters:-40}  # the MVQ quantizer: a few steps (its quality is tested in test_mvq.py)
 finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-2}  # a few batches in all: frozen, then trained
 # shellcheck source=config.sh
 . "$recipe/config.sh"
