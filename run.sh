@@ -288,7 +288,7 @@ stage_8() {
 
 stage_9() {
   run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
-    --decoding-methods "${decoding_methods:-greedy_search}"
+    --decoding-methods "${decoding_methods:-greedy_search}" --eval-dev "${eval_dev:-true}"
   if [ "${streaming:-false}" = true ]; then  # the causal MT2KD student, chunk by chunk (streaming_results.md)
     run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" \
       --chunk-sizes "${streaming_eval_chunks:-16,32}" --left-context-frames "${streaming_eval_left_context:-64}"

@@ -16,6 +16,7 @@ import torch
 
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
+from mt2kd_lib.training.launch import str2bool
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -33,6 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
                         f"--decoding-method); any of {', '.join(METHODS)}, or all")
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--eval-dev", type=str2bool, default=True,
+                   help="also the dev sets (asr.dev, sv.dev_trials): reported apart, for choosing settings")
     p.add_argument("--system", default=None, help="name in the results table (default: the exp dir's name)")
     p.add_argument("--group", default="single-task", help="teacher / single-task / multi-task / mt2kd / ablation")
     return p
@@ -50,7 +53,7 @@ def main() -> None:
     lang_dir = args.lang_dir or next(iter(sorted(args.recipe_data.glob("lang_bpe_*"))), None)
     methods = parse_methods(args.decoding_methods or args.decoding_method)
     res = evaluate_student(model, args.recipe_data, args.exp_dir / methods[0], lang_dir, tasks,
-                           methods[0], args.beam_size, asr_methods=methods)
+                           methods[0], args.beam_size, asr_methods=methods, dev=args.eval_dev)
     res.update(system=args.system or args.exp_dir.name, group=args.group, avg=args.avg)
     (args.exp_dir / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     logging.info(f"results: {json.dumps(res)}")

@@ -21,6 +21,7 @@ import torch
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
 from mt2kd_lib.training.checkpoint import find_checkpoints
+from mt2kd_lib.training.launch import str2bool
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -50,7 +51,7 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
     model = load_averaged_model(folder, avg=args.avg)
     methods = parse_methods(args.decoding_methods or args.decoding_method)
     res = evaluate_student(model, args.recipe_data, folder / methods[0], lang[0] if lang else None,
-                           tasks, methods[0], asr_methods=methods)
+                           tasks, methods[0], asr_methods=methods, dev=args.eval_dev)
     res.update(system=name, group=group, epoch=epoch, avg=args.avg)
     write_json(folder / "results.json", res)
     logging.info(f"{name}: {json.dumps(res)}")
@@ -74,6 +75,8 @@ def main() -> None:
                         f"--decoding-method); any of {', '.join(METHODS)}, or all")
     p.add_argument("--num-jobs", type=int, default=1, help="systems evaluated at once, one process each")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
+    p.add_argument("--eval-dev", type=str2bool, default=True,
+                   help="also the dev sets (asr.dev, sv.dev_trials): reported apart, for choosing settings")
     args = p.parse_args()
     init_process(args.exp_dir, args.num_threads)
     todo = []

@@ -56,8 +56,12 @@ def main() -> None:
         res["params"] = teacher.num_params()
         selection[name] = res
         logging.info(f"SV teacher candidate {name}: EER {res['eer']}, minDCF {res['min_dcf']}")
-    best = min(selection, key=lambda n: sum(selection[n]["eer"].values()))
-    logging.info(f"SV teacher: {best}")
+    # Chosen on the dev trial lists when the corpus has them: a choice made on test would flatter the table.
+    on = "eer_dev" if all(selection[n].get("eer_dev") for n in selection) else "eer"
+    if on == "eer" and len(selection) > 1:
+        logging.warning("no SV dev trial list (index.json sv.dev_trials): the SV teacher is chosen on test trials")
+    best = min(selection, key=lambda n: sum(selection[n][on].values()))
+    logging.info(f"SV teacher: {best} (by {on})")
     cfg["sv_teacher"] = candidates[best]
     (args.teachers_exp / "teachers_selection.json").write_text(json.dumps(
         {"sv_candidates": selection, "sv_teacher": best}, indent=2) + "\n")

@@ -69,6 +69,17 @@ def test_contract_reports_unknown_trial_ids_and_bad_labels(tmp_path):
     contract.trials_path(m, "O").write_text("yes a b\n")
     with pytest.raises(ValueError, match="sv_trials_O.txt:1"):
         contract.check_contract(m)
+    # A dev trial list must use the sv.dev split's cuts, not the test ones.
+    c = _cut(tmp_path / "c.wav", speaker="z")
+    CutSet.from_cuts([c]).to_file(contract.cuts_path(m, "sv", "dev"))
+    contract.trials_path(m, "O").write_text("0 a b\n")
+    contract.trials_path(m, "dev").write_text("0 c a\n")
+    contract.write_index(m, {"sv": {"train": "train", "test": "test", "trials": ["O"], "dev": "dev",
+                                    "dev_trials": ["dev"]}})
+    report = contract.check_contract(m)
+    assert report.problems == [f"{contract.trials_path(m, 'dev')}: 1 ids are not sv dev cuts, e.g. ['a']"]
+    contract.write_index(m, {"sv": {"train": "train", "test": "test", "trials": ["O"], "dev_trials": ["dev"]}})
+    assert any("sv.dev_trials needs sv.dev" in p for p in contract.check_contract(m).problems)
 
 
 def test_audio_event_parsing_names_the_cut():

@@ -10,7 +10,7 @@ from lhotse import CutSet
 from mt2kd_lib.data import contract
 from mt2kd_lib.data.mini.config import MiniConfig
 from mt2kd_lib.data.mini.events import CLASS_NAMES
-from mt2kd_lib.data.mini.prepare import make_trials, prepare_mini
+from mt2kd_lib.data.mini.prepare import make_trials, plan_corpus, prepare_mini
 from mt2kd_lib.data.mini.speakers import draw_speakers
 
 from conftest import TINY_CORPUS
@@ -30,6 +30,8 @@ def test_contract_holds_with_expected_counts(tiny_recipe):
     assert c["sv_cuts_train.jsonl.gz"] == cfg.sv_utts_per_train_speaker * cfg.num_train_speakers
     assert c["at_cuts_eval.jsonl.gz"] == cfg.at_eval
     assert c["sv_trials_O.txt"] == cfg.sv_trials
+    assert c["sv_cuts_dev.jsonl.gz"] == cfg.sv_utts_per_test_speaker * cfg.num_sv_dev_speakers
+    assert c["sv_trials_dev.txt"] == cfg.sv_dev_trials
     n_train = cfg.asr_train + cfg.at_train + cfg.sv_utts_per_train_speaker * cfg.num_train_speakers
     assert c["kd_cuts_pool.jsonl.gz"] == n_train
 
@@ -44,15 +46,19 @@ def test_held_out_speakers_and_sentences(tiny_recipe):
         assert not spk(train) & spk(held)
         assert not text(train) & text(held)
     assert not spk(_cuts(data, "sv", "train")) & spk(_cuts(data, "sv", "test"))
+    sv_dev = spk(_cuts(data, "sv", "dev"))
+    for task, split in (("sv", "train"), ("sv", "test"), ("asr", "train"), ("asr", "dev"), ("asr", "test")):
+        assert not sv_dev & spk(_cuts(data, task, split)), (task, split)
     for c in train:
         t = c.supervisions[0].text
         assert t == t.upper() and "  " not in t and t.strip() == t
 
 
-def test_trials_balanced_and_correct(tiny_recipe):
+@pytest.mark.parametrize("trials_name, split", [("O", "test"), ("dev", "dev")])
+def test_trials_balanced_and_correct(tiny_recipe, trials_name, split):
     data = tiny_recipe["data"]
-    test = {c.id: c.supervisions[0].speaker for c in _cuts(data, "sv", "test")}
-    trials = contract.read_trials(contract.trials_path(data / "manifests", "O"))
+    test = {c.id: c.supervisions[0].speaker for c in _cuts(data, "sv", split)}
+    trials = contract.read_trials(contract.trials_path(data / "manifests", trials_name))
     labels = Counter(t[0] for t in trials)
     assert labels[1] == labels[0] == len(trials) // 2
     for label, a, b in trials:
@@ -83,7 +89,7 @@ def test_generation_is_deterministic(tmp_path):
     cfg = MiniConfig(num_train_speakers=3, num_dev_speakers=1, num_test_speakers=2, asr_train=4,
                      asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1,
                      sv_utts_per_test_speaker=2, sv_trials=4, at_train=3, at_teacher_extra=0, at_eval=2,
-                     at_clip_seconds=1.0)
+                     at_clip_seconds=1.0, num_sv_dev_speakers=0)
     a = prepare_mini(cfg, tmp_path / "a", num_jobs=1)
     b = prepare_mini(cfg, tmp_path / "b", num_jobs=2)
     for key in ("asr_train", "at_eval", "sv_test"):
@@ -92,6 +98,20 @@ def test_generation_is_deterministic(tmp_path):
             assert ca.supervisions[0].text == cb.supervisions[0].text
             assert ca.supervisions[0].custom == cb.supervisions[0].custom
             assert filecmp.cmp(ca.recording.sources[0].source, cb.recording.sources[0].source, shallow=False)
+
+
+def test_sv_dev_split_leaves_the_other_splits_as_they_were(tmp_path):
+    """SV dev speakers and sentences are drawn after all others: with or without them, every other item (id,
+    speaker, text, seed) is the same, and their sentences are none of the training or test ones."""
+    with_dev, groups = plan_corpus(MiniConfig(), tmp_path)
+    without, _ = plan_corpus(MiniConfig(num_sv_dev_speakers=0), tmp_path)
+    key = lambda it: (it.id, it.speaker, it.text, it.seed, it.clip_seconds)  # noqa: E731
+    assert [key(it) for it in with_dev if (it.task, it.split) != ("sv", "dev")] == [key(it) for it in without]
+    dev = [it for it in with_dev if (it.task, it.split) == ("sv", "dev")]
+    assert len(dev) == MiniConfig().sv_utts_per_test_speaker * MiniConfig().num_sv_dev_speakers
+    assert {it.speaker for it in dev} == set(groups["sv_dev"])
+    others = {it.text for it in without if it.text}
+    assert not {it.text for it in dev} & others
 
 
 def test_speakers_distinct_and_trials_need_two_speakers():

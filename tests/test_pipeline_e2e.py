@@ -41,11 +41,12 @@ def test_every_system_trained_and_evaluated(e2e):
         for t in ("asr", "at", "sv"):
             assert (t in r) == (t in tasks), (name, t)
         if "asr" in tasks:
-            assert 0 <= r["asr"]["wer"]["test"] <= 100 * 10
+            assert 0 <= r["asr"]["wer"]["test"] <= 100 * 10 and 0 <= r["asr"]["wer_dev"]["dev"] <= 100 * 10
         if "at" in tasks:
             assert 0 < r["at"]["mAP"] <= 1
         if "sv" in tasks:
             assert 0 <= r["sv"]["eer"]["O"] <= 100 and r["sv"]["min_dcf"]["O"] >= 0
+            assert 0 <= r["sv"]["eer_dev"]["dev"] <= 100, name  # the SV dev trials, for choosing settings
 
 
 def test_teacher_outputs_dumped_and_attached(e2e):

@@ -36,6 +36,18 @@ def test_rows_are_ordered_by_group(tmp_path):
     assert "| single_at | single-task | 1.00 | - | 0.420 | - | - |" in table
 
 
+def test_dev_columns_after_the_test_ones_and_not_compared(tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[0] = {**rows[0], "asr": {"wer": {"test": 10.4}, "wer_dev": {"dev": 9.1}},
+               "sv": {"eer": {"O": 3.0}, "min_dcf": {"O": 0.3}, "eer_dev": {"dev": 4.25}, "min_dcf_dev": {"dev": 0.5}}}
+    rows = _write(tmp_path, rows)
+    table = results_table(rows).splitlines()
+    assert table[0].endswith("| minDCF O | dev: WER dev (%) | dev: EER dev (%) |")
+    assert "| mt2kd | mt2kd | 2.00 | 10.40 | 0.400 | 3.00 | 0.300 | 9.10 | 4.25 |" in table
+    assert "| single_at | single-task | 1.00 | - | 0.420 | - | - | - | - |" in table
+    assert set(comparison(rows)) == {"WER test", "mAP", "EER O"}
+
+
 def test_comparison_numbers(tmp_path):
     comp = comparison(_write(tmp_path, ROWS))
     wer = comp["WER test"]

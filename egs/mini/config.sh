@@ -39,6 +39,7 @@ avg=${avg:-1}                                              # checkpoints average
 # Stage 9 ASR decoding: "all" (every method; RESULTS.md then gets the decoding table) takes 2.8x the ASR decoding
 # time of greedy search (~+3 min of stage 9 on the 2-core machine, see RESULTS_NOTES.md), so the default is greedy.
 decoding_methods=${decoding_methods:-greedy_search}
+eval_dev=${eval_dev:-true}                                 # stage 9 also scores dev (ASR dev, SV dev trials): the numbers to choose on
 publish_results=${publish_results:-true}                   # stage 10 copies RESULTS.md into the recipe folder
 # ---- streaming (issue 15) ----
 streaming=${streaming:-false}                              # true: causal MT2KD student (KD + fine-tuning) trained with random chunks

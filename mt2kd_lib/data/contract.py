@@ -15,13 +15,16 @@ AT (audio tagging)
 SV (speaker verification)
     ``sv_cuts_<split>.jsonl.gz`` for ``sv.train`` and ``sv.test``; every supervision has ``speaker``.
     ``sv_trials_<name>.txt`` for each name in ``sv.trials``: VoxCeleb format ``<label> <cut_id> <cut_id>``
-    (label 1 = same speaker, 0 = different), every id a cut of the ``sv.test`` split.
+    (label 1 = same speaker, 0 = different), every id a cut of the ``sv.test`` split. Optional: ``sv.dev``
+    (a split of held-out speakers) and ``sv.dev_trials`` (trial lists over it), so that SV settings can be
+    chosen on dev as ASR's are; evaluation reports them apart from the test lists.
 KD (unlabelled pool for stage-1 distillation)
     ``kd_cuts_pool.jsonl.gz``: any audio; labels, if present, are ignored. Each cut may carry the custom field
     ``origin`` (``asr``/``at``/``sv``/other) naming the domain it came from; task-ID masking uses it.
 Index
     ``index.json``: ``{"asr": {"train": "train", "dev": ["dev"], "test": ["test"]},
-    "at": {"train": "train", "eval": ["eval"]}, "sv": {"train": "train", "test": "test", "trials": ["O"]},
+    "at": {"train": "train", "eval": ["eval"]}, "sv": {"train": "train", "test": "test", "trials": ["O"],
+    "dev": "dev", "dev_trials": ["dev"]},
     "kd": {"pool": "pool"}, "teacher_extra": {...optional...}}``. Split names are free; the file names above
     follow from them. A corpus may leave out a task it does not have; stages that need it then say so.
 
@@ -78,7 +81,7 @@ def _as_list(value) -> List[str]:
 def all_splits(index: dict) -> List[Tuple[str, str]]:
     """Every (task, split) pair that has a cuts file, training splits first."""
     pairs = []
-    for task, keys in (("asr", ("train", "dev", "test")), ("at", ("train", "eval")), ("sv", ("train", "test"))):
+    for task, keys in (("asr", ("train", "dev", "test")), ("at", ("train", "eval")), ("sv", ("train", "dev", "test"))):
         for key in keys:
             pairs += [(task, s) for s in _as_list(index.get(task, {}).get(key))]
     pairs += [("kd", s) for s in _as_list(index.get("kd", {}).get("pool"))]
@@ -174,21 +177,26 @@ def check_contract(manifest_dir: Path) -> ContractReport:
             num_classes = len(read_class_labels(manifest_dir))
         except (OSError, ValueError) as e:
             report.problems.append(str(e))
-    sv_test_ids = set()
+    sv = index.get("sv", {})
+    sv_ids = {"test": set(), "dev": set()}
     for task, split in all_splits(index):
         cuts = _check_cuts(cuts_path(manifest_dir, task, split), task, report, num_classes)
-        if cuts is not None and task == "sv" and split == index["sv"].get("test"):
-            sv_test_ids = set(cuts.ids)
-    for name in _as_list(index.get("sv", {}).get("trials")):
-        path = trials_path(manifest_dir, name)
-        if not path.is_file():
-            report.problems.append(f"{path}: missing")
-            continue
-        trials = read_trials(path)
-        unknown = sorted({i for _, a, b in trials for i in (a, b)} - sv_test_ids)
-        if unknown:
-            report.problems.append(f"{path}: {len(unknown)} ids are not sv test cuts, e.g. {unknown[:3]}")
-        report.counts[path.name] = len(trials)
+        for kind in sv_ids:
+            if cuts is not None and task == "sv" and split == sv.get(kind):
+                sv_ids[kind] = set(cuts.ids)
+    if sv.get("dev_trials") and not sv.get("dev"):
+        report.problems.append("index.json: sv.dev_trials needs sv.dev (the split its ids come from)")
+    for kind, key in (("test", "trials"), ("dev", "dev_trials")):
+        for name in _as_list(sv.get(key)):
+            path = trials_path(manifest_dir, name)
+            if not path.is_file():
+                report.problems.append(f"{path}: missing")
+                continue
+            trials = read_trials(path)
+            unknown = sorted({i for _, a, b in trials for i in (a, b)} - sv_ids[kind])
+            if unknown:
+                report.problems.append(f"{path}: {len(unknown)} ids are not sv {kind} cuts, e.g. {unknown[:3]}")
+            report.counts[path.name] = len(trials)
     for p in report.problems:
         logging.error(p)
     return report

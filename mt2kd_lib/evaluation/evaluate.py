@@ -58,17 +58,23 @@ def _load(recipe_data: Path, task: str, split: str) -> CutSet:
 @torch.no_grad()
 def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Path,
                  method: str = "greedy_search", beam: int = 4, max_duration: float = 300.0,
-                 methods: Optional[Sequence[str]] = None, opts: Optional[DecodingOptions] = None) -> Dict[str, dict]:
-    """WER per ASR test set for each decoding method in ``methods`` (default: just ``method``).
+                 methods: Optional[Sequence[str]] = None, opts: Optional[DecodingOptions] = None,
+                 dev: bool = True) -> Dict[str, dict]:
+    """WER per ASR test set (and, with ``dev``, per dev set) for each decoding method in ``methods`` (default:
+    just ``method``).
 
     The encoder runs once per batch and every method decodes its output. The first method's result files go to
     ``res_dir``, each other method's to ``res_dir/../<method>``. Returns ``{method: {"wer": {test: WER},
-    "rtf": real-time factor (encoder + that method)}}``, or ``{method: {"skipped": reason}}`` for a method that
-    cannot run here (e.g. "needs k2"), so that the results say so instead of dropping it.
+    "wer_dev": {dev: WER}, "rtf": real-time factor (encoder + that method)}}``, or ``{method: {"skipped":
+    reason}}`` for a method that cannot run here (e.g. "needs k2"), so that the results say so instead of
+    dropping it. Dev WERs are kept apart from the test ones: they are what settings are chosen on.
     """
     methods = list(methods or [method])
     opts = opts or DecodingOptions(beam_size=beam)
     index = contract.read_index(Path(recipe_data) / "manifests")
+    splits = [("wer", s) for s in _as_list(index["asr"].get("test"))]
+    if dev:
+        splits += [("wer_dev", s) for s in _as_list(index["asr"].get("dev"))]
     decoders = decoders_for(methods, model.asr_head, lang_dir, opts)
     out: Dict[str, dict] = {}
     for m, dec in decoders.items():
@@ -76,11 +82,11 @@ def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir
             logging.warning(f"decoding method {m}: not run ({dec})")
             out[m] = {"skipped": dec}
         else:
-            out[m] = {"wer": {}}
+            out[m] = {"wer": {}, **{kind: {} for kind, _ in splits}}
     runnable = {m: d for m, d in decoders.items() if not isinstance(d, str)}
     seconds = {m: 0.0 for m in runnable}
     enc_seconds = audio_seconds = 0.0
-    for test in _as_list(index["asr"].get("test")):
+    for kind, test in splits:
         results: Dict[str, list] = {m: [] for m in runnable}
         for batch in tqdm(make_eval_dl(_load(recipe_data, "asr", test), max_duration), desc=f"decode {test}",
                           mininterval=5, leave=False):
@@ -97,8 +103,8 @@ def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir
         for m in runnable:
             key = result_key(m, opts)
             m_dir = Path(res_dir) if m == methods[0] else Path(res_dir).parent / m
-            out[m]["wer"][test] = write_asr_results(m_dir, test, key, results[m])
-            logging.info(f"WER {test} ({key}): {out[m]['wer'][test]:.2f}%")
+            out[m][kind][test] = write_asr_results(m_dir, test, key, results[m])
+            logging.info(f"WER {test} ({key}): {out[m][kind][test]:.2f}%")
     for m in runnable:
         out[m]["rtf"] = round((enc_seconds + seconds[m]) / max(audio_seconds, 1e-9), 4)
     return out
@@ -127,25 +133,35 @@ def evaluate_at(score_fn: Callable[[CutSet], Dict[str, np.ndarray]], recipe_data
 
 
 @torch.no_grad()
-def evaluate_sv(embed_fn: EmbedFn, recipe_data: Path, res_dir: Path, name: str = "") -> Dict[str, Dict[str, float]]:
-    """EER (%) and minDCF (p_target 0.01) per trial list; ``embed_fn`` maps cuts to ``cut id -> embedding``."""
+def evaluate_sv(embed_fn: EmbedFn, recipe_data: Path, res_dir: Path, name: str = "",
+                dev: bool = True) -> Dict[str, Dict[str, float]]:
+    """EER (%) and minDCF (p_target 0.01) per trial list; ``embed_fn`` maps cuts to ``cut id -> embedding``.
+
+    Returns ``{"eer": {trials: %}, "min_dcf": {trials: x}}`` for the test lists, plus ``eer_dev`` and
+    ``min_dcf_dev`` for the dev lists (``sv.dev_trials``) when ``dev`` and the corpus has them."""
     manifest_dir = Path(recipe_data) / "manifests"
-    index = contract.read_index(manifest_dir)
-    emb = embed_fn(_load(recipe_data, "sv", index["sv"]["test"]))
-    eer, dcf, curves = {}, {}, {}
-    for trials_name in _as_list(index["sv"].get("trials")):
-        trials = read_trials(contract.trials_path(manifest_dir, trials_name))
-        scores = cosine_scores(emb, trials)
-        labels = np.array([t[0] for t in trials])
-        e, _ = compute_eer(scores, labels)
-        d, _ = compute_min_dcf(scores, labels, p_target=0.01)
-        eer[trials_name], dcf[trials_name] = 100 * e, d
-        write_sv_results(res_dir, f"{name}{trials_name}", e, d, len(trials))
-        curves[trials_name] = (scores, labels)
-        logging.info(f"SV {trials_name}: EER {100 * e:.2f}%, minDCF {d:.4f}")
-    if curves:
-        plot_det(curves, Path(res_dir) / f"det-{name or 'sv'}.png")
-    return {"eer": eer, "min_dcf": dcf}
+    sv = contract.read_index(manifest_dir)["sv"]
+    groups = [("", sv["test"], _as_list(sv.get("trials")))]
+    if dev and sv.get("dev") and sv.get("dev_trials"):
+        groups.append(("_dev", sv["dev"], _as_list(sv["dev_trials"])))
+    out: Dict[str, Dict[str, float]] = {}
+    for suffix, split, lists in groups:
+        emb = embed_fn(_load(recipe_data, "sv", split))
+        eer, dcf, curves = {}, {}, {}
+        for trials_name in lists:
+            trials = read_trials(contract.trials_path(manifest_dir, trials_name))
+            scores = cosine_scores(emb, trials)
+            labels = np.array([t[0] for t in trials])
+            e, _ = compute_eer(scores, labels)
+            d, _ = compute_min_dcf(scores, labels, p_target=0.01)
+            eer[trials_name], dcf[trials_name] = 100 * e, d
+            write_sv_results(res_dir, f"{name}{trials_name}", e, d, len(trials))
+            curves[trials_name] = (scores, labels)
+            logging.info(f"SV {trials_name}{' (dev)' if suffix else ''}: EER {100 * e:.2f}%, minDCF {d:.4f}")
+        if curves and not suffix:
+            plot_det(curves, Path(res_dir) / f"det-{name or 'sv'}.png")
+        out["eer" + suffix], out["min_dcf" + suffix] = eer, dcf
+    return out
 
 
 def model_at_scores(model: StudentModel, max_duration: float = 300.0):
@@ -185,11 +201,12 @@ def teacher_sv_embeddings(teacher, batch_size: int = 8) -> EmbedFn:
 
 def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Optional[Path],
                      tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search",
-                     beam: int = 4, asr_methods: Optional[Sequence[str]] = None) -> dict:
+                     beam: int = 4, asr_methods: Optional[Sequence[str]] = None, dev: bool = True) -> dict:
     """Every supported task of ``model`` in ``tasks``; returns the results.json fragment.
 
-    ASR: ``asr.wer`` is the WER of the first of ``asr_methods`` (default ``[asr_method]``); with several methods,
-    ``asr.methods`` has each one's WER and real-time factor, or why it was not run."""
+    ASR: ``asr.wer`` (and ``asr.wer_dev`` with ``dev``) is the WER of the first of ``asr_methods`` (default
+    ``[asr_method]``); with several methods, ``asr.methods`` has each one's WER and real-time factor, or why it
+    was not run. SV: see :func:`evaluate_sv`."""
     res_dir = Path(res_dir)
     res_dir.mkdir(parents=True, exist_ok=True)
     index = contract.read_index(Path(recipe_data) / "manifests")
@@ -198,16 +215,16 @@ def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang
         if lang_dir is None:
             raise FileNotFoundError(f"{recipe_data}: no lang_bpe_* folder to decode with; pass lang_dir")
         methods = list(asr_methods or [asr_method])
-        by_method = evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam, methods=methods)
+        by_method = evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam, methods=methods, dev=dev)
         first = by_method[methods[0]]
         if "skipped" in first:
             raise RuntimeError(f"decoding method {methods[0]}: {first['skipped']}; put a method that can run first")
-        results["asr"] = {"wer": first["wer"]}
+        results["asr"] = {k: v for k, v in first.items() if k in ("wer", "wer_dev")}
         if len(methods) > 1:
             results["asr"]["methods"] = by_method
     if "at" in tasks and model.at_head is not None and "at" in index:
         maps = evaluate_at(model_at_scores(model), recipe_data, res_dir)
         results["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}
     if "sv" in tasks and model.sv_head is not None and "sv" in index:
-        results["sv"] = evaluate_sv(model_sv_embeddings(model), recipe_data, res_dir)
+        results["sv"] = evaluate_sv(model_sv_embeddings(model), recipe_data, res_dir, dev=dev)
     return results

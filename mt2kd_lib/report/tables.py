@@ -3,8 +3,10 @@ ablations), columns = params, WER per ASR test set, mAP, EER and minDCF per tria
 differences of MT2KD against the best single-task model of each task.
 
 Each system's evaluation writes ``results.json``:
-``{"system", "group", "params", "asr": {"wer": {test: %}}, "at": {"mAP": x}, "sv": {"eer": {trials: %},
-"min_dcf": {trials: x}}, "train_time_s"}``; a task a system does not support is absent.
+``{"system", "group", "params", "asr": {"wer": {test: %}, "wer_dev": {dev: %}}, "at": {"mAP": x},
+"sv": {"eer": {trials: %}, "min_dcf": {trials: x}, "eer_dev": {dev trials: %}, "min_dcf_dev": {...}},
+"train_time_s"}``; a task a system does not support is absent. Dev columns (what settings are chosen on) come
+after the test ones and are left out of the comparison with the baselines.
 """
 
 import json
@@ -29,17 +31,28 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _dev_columns(rows: List[dict]):
+    devs = sorted({t for r in rows for t in r.get("asr", {}).get("wer_dev", {})})
+    trials = sorted({t for r in rows for t in r.get("sv", {}).get("eer_dev", {})})
+    return devs, trials
+
+
 def results_table(rows: List[dict]) -> str:
     tests, trials = _columns(rows)
+    devs, dev_trials = _dev_columns(rows)
     head = ["system", "group", "params (M)"] + [f"WER {t} (%)" for t in tests] + ["mAP"]
     head += [f"EER {t} (%)" for t in trials] + [f"minDCF {t}" for t in trials]
+    head += [f"dev: WER {t} (%)" for t in devs] + [f"dev: EER {t} (%)" for t in dev_trials]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        asr, sv = r.get("asr", {}), r.get("sv", {})
         cells = [r["system"], r.get("group", ""), _fmt(r.get("params", 0) / 1e6, 2)]
-        cells += [_fmt(r.get("asr", {}).get("wer", {}).get(t)) for t in tests]
+        cells += [_fmt(asr.get("wer", {}).get(t)) for t in tests]
         cells += [_fmt(r.get("at", {}).get("mAP"), 3)]
-        cells += [_fmt(r.get("sv", {}).get("eer", {}).get(t)) for t in trials]
-        cells += [_fmt(r.get("sv", {}).get("min_dcf", {}).get(t), 3) for t in trials]
+        cells += [_fmt(sv.get("eer", {}).get(t)) for t in trials]
+        cells += [_fmt(sv.get("min_dcf", {}).get(t), 3) for t in trials]
+        cells += [_fmt(asr.get("wer_dev", {}).get(t)) for t in devs]
+        cells += [_fmt(sv.get("eer_dev", {}).get(t)) for t in dev_trials]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

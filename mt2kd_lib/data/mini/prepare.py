@@ -4,6 +4,7 @@ Audio files are written to a temporary name and renamed, so an interrupted run l
 a re-run renders only what is missing.
 """
 
+import copy
 import csv
 import logging
 import os
@@ -78,10 +79,12 @@ def render(item: Item) -> Tuple[str, int, List[int]]:
     return item.id, audio.shape[0], labels
 
 
-def _plan(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str, List[Speaker]]]:
+def plan_corpus(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str, List[Speaker]]]:
     n_tr, n_dev, n_te = cfg.num_train_speakers, cfg.num_dev_speakers, cfg.num_test_speakers
-    spk = draw_speakers(cfg.seed, n_tr + n_dev + n_te)
-    groups = {"train": spk[:n_tr], "dev": spk[n_tr : n_tr + n_dev], "test": spk[n_tr + n_dev :]}
+    n_svd = cfg.num_sv_dev_speakers
+    spk = draw_speakers(cfg.seed, n_tr + n_dev + n_te + n_svd)
+    groups = {"train": spk[:n_tr], "dev": spk[n_tr : n_tr + n_dev], "test": spk[n_tr + n_dev : n_tr + n_dev + n_te],
+              "sv_dev": spk[n_tr + n_dev + n_te :]}
     rng = np.random.default_rng([cfg.seed, 1])
     held_out = text.sentences(rng, cfg.asr_dev + cfg.asr_test, cfg.min_words, cfg.max_words, exclude=set())
     n_train_sents = cfg.asr_train + cfg.asr_teacher_extra + cfg.sv_utts_per_train_speaker * n_tr
@@ -89,6 +92,9 @@ def _plan(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str, List[
     test_sents = held_out[cfg.asr_dev :] + text.sentences(
         rng, cfg.sv_utts_per_test_speaker * n_te, cfg.min_words, cfg.max_words, exclude=set(train_sents)
     )
+    # Drawn last, so that the sentences above do not depend on the SV dev split's size.
+    sv_dev_sents = text.sentences(rng, cfg.sv_utts_per_test_speaker * n_svd, cfg.min_words, cfg.max_words,
+                                  exclude=set(train_sents) | set(held_out) | set(test_sents))
     items: List[Item] = []
 
     def speech(task: str, split: str, n: int, speakers: List[Speaker], sents: List[str], code: int) -> None:
@@ -105,6 +111,7 @@ def _plan(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str, List[
     off = cfg.asr_train + cfg.asr_teacher_extra
     speech("sv", "train", cfg.sv_utts_per_train_speaker * n_tr, groups["train"], train_sents[off:], 20)
     speech("sv", "test", cfg.sv_utts_per_test_speaker * n_te, groups["test"], test_sents[cfg.asr_test :], 21)
+    speech("sv", "dev", cfg.sv_utts_per_test_speaker * n_svd, groups["sv_dev"], sv_dev_sents, 22)
     for split, n, code, pool in (
         ("train", cfg.at_train, 30, groups["train"]),
         ("teacher_extra", cfg.at_teacher_extra, 31, groups["train"]),
@@ -133,15 +140,16 @@ def _cuts(items: List[Item], rendered: Dict[str, Tuple[int, List[int]]]) -> CutS
     return CutSet.from_cuts(cuts)
 
 
-def make_trials(cuts: CutSet, n: int, seed: int) -> List[Tuple[int, str, str]]:
-    """``n`` distinct trials, half target (same speaker) and half non-target, over the cuts' speakers."""
+def make_trials(cuts: CutSet, n: int, seed: int, stream: int = 40) -> List[Tuple[int, str, str]]:
+    """``n`` distinct trials, half target (same speaker) and half non-target, over the cuts' speakers
+    (``stream``: the random stream, one per trial list)."""
     by_spk: Dict[str, List[str]] = {}
     for c in cuts:
         by_spk.setdefault(c.supervisions[0].speaker, []).append(c.id)
     speakers = sorted(by_spk)
     if len(speakers) < 2 or max(len(v) for v in by_spk.values()) < 2:
         raise ValueError("trials need at least 2 speakers and a speaker with 2 utterances")
-    rng = np.random.default_rng([seed, 40])
+    rng = np.random.default_rng([seed, stream])
     seen, trials = set(), []
     for want_target in [1] * (n // 2) + [0] * (n - n // 2):
         for _ in range(1000):
@@ -164,7 +172,7 @@ def prepare_mini(cfg: MiniConfig, out_dir: Path, num_jobs: int = 1) -> Dict[str,
     out_dir = Path(out_dir).resolve()
     manifest_dir = out_dir / "manifests"
     manifest_dir.mkdir(parents=True, exist_ok=True)
-    items, groups = _plan(cfg, out_dir / "audio")
+    items, groups = plan_corpus(cfg, out_dir / "audio")
     todo = sum(not Path(it.path).is_file() for it in items)
     logging.info(f"egs/mini: {len(items)} audio files planned, {todo} to render with {num_jobs} jobs")
     rendered: Dict[str, Tuple[int, List[int]]] = {}
@@ -187,9 +195,15 @@ def prepare_mini(cfg: MiniConfig, out_dir: Path, num_jobs: int = 1) -> Dict[str,
     out["kd_pool"] = CutSet.from_cuts(pool_cuts)
     out["kd_pool"].to_file(contract.cuts_path(manifest_dir, "kd", "pool"))
 
-    trials = make_trials(out["sv_test"], cfg.sv_trials, cfg.seed)
-    with open(contract.trials_path(manifest_dir, "O"), "w") as f:
-        f.writelines(f"{lab} {a} {b}\n" for lab, a, b in trials)
+    index = copy.deepcopy(INDEX)
+    lists = [("O", out["sv_test"], cfg.sv_trials, 40)]
+    if "sv_dev" in out:
+        index["sv"].update(dev="dev", dev_trials=["dev"])
+        lists.append(("dev", out["sv_dev"], cfg.sv_dev_trials, 41))
+    for name, cuts, n, stream in lists:
+        trials = make_trials(cuts, n, cfg.seed, stream)
+        with open(contract.trials_path(manifest_dir, name), "w") as f:
+            f.writelines(f"{lab} {a} {b}\n" for lab, a, b in trials)
     with open(contract.class_labels_path(manifest_dir), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["index", "mid", "display_name"])
@@ -198,7 +212,7 @@ def prepare_mini(cfg: MiniConfig, out_dir: Path, num_jobs: int = 1) -> Dict[str,
     with open(manifest_dir / "speakers.tsv", "w") as f:
         for group, spks in groups.items():
             f.writelines(f"{s.id}\t{group}\t{s.description}\n" for s in spks)
-    contract.write_index(manifest_dir, INDEX)
+    contract.write_index(manifest_dir, index)
     hours = {k: sum(c.duration for c in v) / 3600 for k, v in out.items()}
     for k, h in hours.items():
         logging.info(f"egs/mini {k}: {len(out[k])} cuts, {h:.2f} h")
