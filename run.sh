@@ -210,6 +210,23 @@ stage_5() {
       dump_teacher "$t" "$exp_dir/teacher_outputs_all"
     fi
   done
+  if [ "${finetune_at_soft_labels:-false}" = true ]; then
+    # Stage-2 AT soft labels: the AT teacher over the AT training split's own Shar export, so that fine-tuning
+    # streams the AT cuts with their outputs attached (no join by id).
+    at_teacher_name
+    run python3 local/export_pool_shar.py --recipe-data "$data_dir" --training-split-of at \
+      --out-dir "$exp_dir/at_train_shar" --shard-size "${pool_shard_size:-500}"
+    run python3 local/dump_teacher.py --pool-dir "$exp_dir/at_train_shar" --teacher "$at_teacher" \
+      --teachers-config "$exp_dir/teachers.yaml" --out-dir "$exp_dir/teacher_outputs_at_train" \
+      --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
+  fi
+}
+
+at_teacher_name() {  # sets at_teacher: the kd_teachers entry whose kd_teacher_tasks entry is at
+  local names tasks i
+  names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ }) at_teacher=
+  for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
+  [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
 }
 
 dump_teacher() {  # dump_teacher TEACHER OUT_DIR [--origin TASK]
@@ -232,18 +249,15 @@ kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 trainin
 }
 
 finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 training of $exp_dir/NAME
-  local names tasks i at_teacher=
   cmd=(python3 local/train.py --task multi --model-config "$student_config"
        --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale"
        --exp-dir "$exp_dir/$1" --num-epochs "$finetune_epochs"
        --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}" "${streaming_opt[@]}")
-  if [ "${finetune_at_soft_labels:-false}" = true ]; then  # the AT teacher: the kd_teachers entry of task at
-    names=(${kd_teachers//,/ }) tasks=(${kd_teacher_tasks//,/ })
-    for i in "${!names[@]}"; do [ "${tasks[$i]:-}" != at ] || at_teacher=${names[$i]}; done
-    [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
+  if [ "${finetune_at_soft_labels:-false}" = true ]; then
+    at_teacher_name
     # Soft AT labels only from a teacher this run distils from: an ablation without the AT teacher gets none.
     if [[ ",$2," == *",$at_teacher,"* ]]; then
-      cmd+=(--at-soft-labels "$exp_dir/teacher_outputs" --at-soft-teacher "$at_teacher")
+      cmd+=(--at-soft-labels "$exp_dir/teacher_outputs_at_train" --at-soft-teacher "$at_teacher")
     fi
   fi
 }

@@ -25,9 +25,11 @@ Resume with the same N: the encoder then has optimizer groups of its own, which 
 
 ``--at-soft-labels DIR --at-soft-teacher NAME [--at-soft-weight W]``: the AT training target becomes
 ``W * p + (1 - W) * y`` (W = 1 by default) with ``p`` the clip probabilities the AT teacher NAME dumped into
-``DIR/NAME`` (run.sh stage 5, over the KD pool, whose cut ids are the training cut ids) and ``y`` the multi-hot
-labels. Every AT training cut must have a teacher output (an error names the missing cuts) and the teacher's
-dimension must be the number of AT classes; validation stays on the hard labels (see mt2kd_lib/data/soft_labels.py).
+``DIR/NAME`` (run.sh stage 5 with ``finetune_at_soft_labels=true``: over a Shar export of the AT training split,
+so the AT cuts are streamed from it with their outputs attached) and ``y`` the multi-hot labels. The export must
+hold the AT training manifest's cuts, every one with a teacher output (an error names the missing cuts), and the
+teacher's dimension must be the number of AT classes; validation stays on the hard labels (see
+mt2kd_lib/data/soft_labels.py).
 """
 
 import argparse
@@ -50,7 +52,7 @@ from mt2kd_lib.data.datamodule import (
 )
 from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens
 from mt2kd_lib.data.features import fbank_cuts_path
-from mt2kd_lib.data.soft_labels import load_at_soft_labels
+from mt2kd_lib.data.soft_labels import read_at_soft_label_cuts
 from mt2kd_lib.models.factory import (
     build_student,
     complete_model_config,
@@ -216,12 +218,17 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
     train: Dict[str, CutSet] = {}
     valid: Dict[str, CutSet] = {}
     encode = sp.encode if sp is not None else None
+    soft_field = None  # --at-soft-labels: the AT teacher's field on the AT training cuts
     for t in tasks:
         cuts = load_split(fbank_dir, t, index[t]["train"])
         if args.use_teacher_extra:
             extra = index.get("teacher_extra", {}).get(t, [])
             cuts = load_splits(fbank_dir, t, [index[t]["train"], *extra])
             logging.info(f"{t}: training on {[index[t]['train'], *extra]}")
+        if t == "at" and args.at_soft_labels is not None:
+            # The same cuts, streamed from the Shar export the AT teacher was dumped over (outputs attached).
+            num_classes = len(contract.read_class_labels(manifest_dir))
+            cuts, soft_field = read_at_soft_label_cuts(cuts, args.at_soft_labels, args.at_soft_teacher, num_classes)
         if t == "asr":
             train[t] = filter_cuts(cuts, "asr train", args.min_cut_duration, args.max_cut_duration, encode)
             devs = index["asr"].get("dev") or []
@@ -241,11 +248,8 @@ def prepare_data(args, tasks: List[str], sp, rank: int, world_size: int, model_c
     num_classes = cfg["heads"]["at"]["num_classes"] if "at" in tasks else None
     spk_map = speaker_map_from_config(cfg)
     musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None  # noise cuts: small, sampled at random
-    soft_field = None
     soft_weight = 1.0 if args.at_soft_weight is None else args.at_soft_weight
-    if args.at_soft_labels is not None:
-        train["at"], soft_field = load_at_soft_labels(train["at"], args.at_soft_labels, args.at_soft_teacher,
-                                                      num_classes)
+    if soft_field is not None:
         logging.info(f"AT: training targets {soft_weight:g} * {args.at_soft_teacher} probabilities + "
                      f"{1 - soft_weight:g} * hard labels; validation on the hard labels")
     train_ds = MultiTaskDataset(

@@ -3,9 +3,11 @@
 (a) ``--freeze-encoder-steps N``: after N steps the encoder is bit-identical while every head moved; after N+k
     the encoder moved too; ScaledAdam's frozen groups resist momentum, which a zero gradient does not;
 (b) resuming inside the frozen phase keeps the remaining steps frozen (and equals the uninterrupted run);
-(c) ``--at-soft-labels``: the AT targets are the AT teacher's probabilities read back from a real lilcom dump of
-    the KD pool (W = 1) or their mix with the hard labels (W = 0.5); validation stays on the hard labels;
-(d) an AT training cut without teacher output, or a teacher of the wrong dimension, is an error naming them;
+(c) ``--at-soft-labels``: the AT targets are the AT teacher's probabilities read back from a real lilcom dump over
+    the AT training split's Shar export (W = 1) or their mix with the hard labels (W = 0.5); validation stays on
+    the hard labels;
+(d) an AT training cut without teacher output, a dump over other cuts, or a teacher of the wrong dimension, is an
+    error naming them;
 (e) run.sh passes both options in stage 7 and in kd_then_finetune (stage-8 ablations);
 and local/train.py's main() runs one epoch with both options.
 """
@@ -35,12 +37,12 @@ from mt2kd_lib.data.contract import read_class_labels
 from mt2kd_lib.data.datamodule import speaker_map_from_cuts, tag_task
 from mt2kd_lib.data.dataset import MultiTaskDataset, add_tokens
 from mt2kd_lib.data.features import fbank_cuts_path
-from mt2kd_lib.data.soft_labels import check_coverage
+from mt2kd_lib.data.soft_labels import export_ids_sha1
 from mt2kd_lib.models.factory import build_student, complete_model_config, load_model_config, select_tasks
 from mt2kd_lib.teachers.base import Teacher, TeacherSpec
 from mt2kd_lib.teachers.dump import dump_teacher
 from mt2kd_lib.data.shar import export_pool_shar
-from mt2kd_lib.data.teacher_shar import load_dump_config, read_teacher_cuts
+from mt2kd_lib.data.teacher_shar import load_dump_config, read_pool_info, read_teacher_cuts
 from mt2kd_lib.training.launch import params_from_args
 from mt2kd_lib.training.optim import ScaledAdam, get_parameter_groups_with_lrs
 from mt2kd_lib.training.trainer import Trainer, TrainParams, fix_random_seed
@@ -261,36 +263,38 @@ def toy_probs(audio: np.ndarray, dim: int) -> np.ndarray:
 class ToyTagger(Teacher):
     """A deterministic clip-level AT teacher (what local/dump_teacher.py runs, minus the network)."""
 
-    def __init__(self, dim: int, device: str = "cpu") -> None:
+    def __init__(self, dim: int, device: str = "cpu", min_duration: float = 0.0) -> None:
         self.spec = TeacherSpec(name="toy_tagger", task="at", output_kind="probabilities", level="utterance",
-                                dim=dim)
+                                dim=dim, min_duration=min_duration)
 
     def infer_batch(self, audios: List[np.ndarray]) -> List[np.ndarray]:
         return [toy_probs(a, self.spec.dim) for a in audios]
 
 
-def _dump(pool: CutSet, out_dir: Path, dim: int) -> Path:
-    export_pool_shar(pool, out_dir / "kd_pool_shar", shard_size=6)
-    dump_teacher(out_dir / "kd_pool_shar", functools.partial(ToyTagger, dim=dim), out_dir, teacher_name="at_teacher",
-                 progress=False, num_threads=1)
+def _dump(cuts: CutSet, out_dir: Path, dim: int, min_duration: float = 0.0) -> Path:
+    export_pool_shar(cuts, out_dir / "at_train_shar", shard_size=6)
+    dump_teacher(out_dir / "at_train_shar", functools.partial(ToyTagger, dim=dim, min_duration=min_duration),
+                 out_dir, teacher_name="at_teacher", progress=False, num_threads=1)
     return out_dir
 
 
 @pytest.fixture(scope="module")
 def dumps(tiny_recipe, tmp_path_factory):
-    """Dumps of the AT teacher over the KD pool's AT cuts, as run.sh stage 5 (--origin at) writes them."""
+    """Dumps of the AT teacher over the AT training split's Shar export, as run.sh stage 5 writes them with
+    finetune_at_soft_labels=true; and dumps that training must refuse."""
     root = tmp_path_factory.mktemp("teacher_outputs")
-    pool = CutSet.from_file(fbank_cuts_path(tiny_recipe["data"] / "fbank", "kd", "pool"))
-    pool = CutSet.from_cuts(c for c in pool if c.custom["origin"] == "at")
+    at = _cuts(tiny_recipe, "at")
     k = len(read_class_labels(tiny_recipe["data"] / "manifests"))
-    first = sorted(pool.ids)[0]  # never in the validation hold-out (every k-th id from the k-th on)
+    first = sorted(at.ids)[0]  # never in the validation hold-out (every k-th id from the k-th on)
+    # The teacher skips a clip shorter than its minimum: that cut has no output.
+    short = CutSet.from_cuts(fastcopy(c, duration=0.2) if c.id == first else c for c in at)
     return {
         "k": k,
-        "pool": pool,
-        "full": _dump(pool, root / "full", k),
-        "missing_one": _dump(CutSet.from_cuts(c for c in pool if c.id != first), root / "missing_one", k),
+        "full": _dump(at, root / "full", k),
+        "other_cuts": _dump(CutSet.from_cuts(c for c in at if c.id != first), root / "other_cuts", k),
+        "skipped_one": _dump(short, root / "skipped_one", k, min_duration=0.5),
         "missing_id": first,
-        "wrong_dim": _dump(pool, root / "wrong_dim", k + 1),
+        "wrong_dim": _dump(at, root / "wrong_dim", k + 1),
     }
 
 
@@ -318,7 +322,7 @@ def test_soft_at_targets_from_a_real_dump(train_cli, tiny_recipe, dumps, tmp_pat
     assert cfg["heads"]["at"]["num_classes"] == k
     # What lhotse reads back from the archive, and what the teacher computed before lilcom.
     field = load_dump_config(dumps["full"], "at_teacher")["field"]
-    dumped = {c.id: c for c in read_teacher_cuts(dumps["full"], "at_teacher", dumps["full"] / "kd_pool_shar")
+    dumped = {c.id: c for c in read_teacher_cuts(dumps["full"], "at_teacher", dumps["full"] / "at_train_shar")
               if c.custom.get(field) is not None}
     tol = 2.0 ** (load_dump_config(dumps["full"], "at_teacher")["tick_power"] - 1) + 1e-6
     at_cuts = {c.id: c for c in _cuts(tiny_recipe, "at")}
@@ -346,8 +350,8 @@ def test_soft_at_targets_from_a_real_dump(train_cli, tiny_recipe, dumps, tmp_pat
 
 def test_training_cut_without_teacher_output_is_an_error(train_cli, tiny_recipe, dumps, tmp_path):
     missing = dumps["missing_id"]
-    with pytest.raises(ValueError, match=rf"^1 of 12 AT training cuts have no teacher output .*: {missing}\. "):
-        _prepare(train_cli, tiny_recipe, tmp_path, dumps["missing_one"])
+    with pytest.raises(ValueError, match=rf"^1 of 16 AT training cuts have no teacher output in .*: {missing} "):
+        _prepare(train_cli, tiny_recipe, tmp_path, dumps["skipped_one"])
     # The dataset itself refuses an AT cut without the field, naming it (never a silent hard-label batch).
     ds = MultiTaskDataset(num_classes=dumps["k"], at_soft_field="at_teacher_probabilities")
     with pytest.raises(ValueError, match=rf"AT cut\(s\) \['{missing}'\] have no teacher output"):
@@ -360,12 +364,19 @@ def test_teacher_of_another_dimension_is_an_error(train_cli, tiny_recipe, dumps,
         _prepare(train_cli, tiny_recipe, tmp_path, dumps["wrong_dim"])
 
 
-def test_dump_of_another_corpus_with_the_same_ids_is_an_error(tiny_recipe, dumps):
+def test_dump_over_other_cuts_is_an_error(train_cli, tiny_recipe, dumps, tmp_path):
+    """A dump over an export without one of the AT training cuts (another corpus, an older manifest) is refused."""
+    with pytest.raises(ValueError, match=r"dumped over .*other_cuts/at_train_shar \(15 cuts.* does not hold the AT "
+                                         r"training cuts"):
+        _prepare(train_cli, tiny_recipe, tmp_path, dumps["other_cuts"])
+
+
+def test_export_ids_sha1_is_what_the_export_records(tiny_recipe, dumps):
     at = _cuts(tiny_recipe, "at")
-    other = [fastcopy(c, duration=c.duration - 0.5) if c.id == "at-train-00003" else c for c in dumps["pool"]]
-    check_coverage(at, {c.id: c for c in dumps["pool"]}, "dump")  # same ids, same audio: fine
-    with pytest.raises(ValueError, match=r"1 of 16 AT training cuts match .* by id but not by audio.*at-train-00003"):
-        check_coverage(at, {c.id: c for c in other}, "dump")
+    pool = read_pool_info(dumps["full"] / "at_train_shar")
+    assert export_ids_sha1((c.id for c in at), 6) == pool["ids_sha1"]
+    assert export_ids_sha1((c.id for c in at), 5) != pool["ids_sha1"]
+    assert export_ids_sha1(reversed([c.id for c in at]), 6) != pool["ids_sha1"]
 
 
 def test_soft_label_option_checks(train_cli, tmp_path):
@@ -415,7 +426,7 @@ def test_train_cli_with_both_options(train_cli, tiny_recipe, dumps, tmp_path, mo
 
 
 def test_run_sh_passes_the_options(tiny_recipe, tmp_path):
-    """Stages 7 and 8 (with ablations) through run.sh, with a stand-in ``python3`` that records its arguments."""
+    """Stages 5 to 8 (with ablations) through run.sh, with a stand-in ``python3`` that records its arguments."""
     fake = tmp_path / "bin" / "python3"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE_LOG"\n')
@@ -425,10 +436,15 @@ def test_run_sh_passes_the_options(tiny_recipe, tmp_path):
                FAKE_LOG=str(log), finetune_freeze_encoder_steps="5", finetune_at_soft_labels="true",
                ablations="true")
     proc = subprocess.run(["bash", "run.sh", "--recipe-config", "egs/mini/config_tiny.sh", "--data-dir",
-                           str(tiny_recipe["data"]), "--exp-dir", str(tmp_path / "exp"), "--stage", "7",
+                           str(tiny_recipe["data"]), "--exp-dir", str(tmp_path / "exp"), "--stage", "5",
                            "--stop-stage", "8"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    soft = f"--at-soft-labels {tmp_path}/exp/teacher_outputs --at-soft-teacher at_teacher"
+    calls = log.read_text()
+    # Stage 5: the AT training split exported to Shar and the AT teacher dumped over it.
+    assert f"local/export_pool_shar.py --recipe-data {tiny_recipe['data']} --training-split-of at --out-dir " \
+           f"{tmp_path}/exp/at_train_shar" in calls
+    assert f"local/dump_teacher.py --pool-dir {tmp_path}/exp/at_train_shar --teacher at_teacher " in calls
+    soft = f"--at-soft-labels {tmp_path}/exp/teacher_outputs_at_train --at-soft-teacher at_teacher"
     finetunes = {line.split("--exp-dir ")[1].split()[0].rsplit("/", 1)[1]: line
                  for line in log.read_text().splitlines() if "--init-from-kd" in line}
     assert sorted(finetunes) == ["ablation_no_mask", "ablation_only_asr_teacher", "ablation_only_at_teacher",

@@ -237,6 +237,52 @@ def test_ddp_two_processes_stay_in_sync(corpus, tmp_path):
     assert (tmp_path / "epoch-1.pt").is_file()  # rank 0 saved
 
 
+def _ddp_uneven_worker(rank: int, world_size: int, corpus: dict, exp_dir: str, port: int) -> None:
+    """Rank 0 has 4 utterances, rank 1 only 2 (as Shar shards that do not divide evenly over ranks): each rank's
+    sampler sees only its own cuts (world_size=1), as in the iterable Shar path."""
+    import datetime
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))  # a rank left waiting fails the test, no hang
+    try:
+        cfg = model_config(corpus, ("asr",))
+        fix_random_seed(1)
+        model = build_student(cfg)
+        dl = make_train_dl({"asr": corpus["asr"].subset(first=4 if rank == 0 else 2)}, max_duration=2.5,
+                           dataset=MultiTaskDataset(), seed=5, world_size=1, rank=0)
+        params = TrainParams(exp_dir=exp_dir, num_epochs=2, tensorboard=False, log_interval=1)
+        trainer = Trainer(model, params, dl, None, model_config=cfg, world_size=world_size, rank=rank,
+                          batch_transform=lambda b: add_tokens(b, corpus["sp"].encode))
+        own = sum(1 for _ in dl)
+        trainer.fit()
+        torch.save({"model": trainer.model.module.state_dict(), "batches": trainer.params.batch_idx_train,
+                    "own": own}, Path(exp_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_with_uneven_batches_stop_together(corpus, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = {k: corpus[k] for k in ("asr", "sp", "num_classes", "root")}
+    mp.start_processes(_ddp_uneven_worker, args=(2, data, str(tmp_path), port), nprocs=2, join=True,
+                       start_method="fork")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert r0["own"] > r1["own"] >= 1  # uneven, else the test shows nothing
+    assert r0["batches"] == r1["batches"] == 2 * r1["own"]  # both epochs end when rank 1 runs out
+    for k, v in r0["model"].items():
+        assert torch.allclose(v.float(), r1["model"][k].float(), atol=1e-6), f"{k} differs between ranks"
+
+
 def test_nonfinite_utterances_are_skipped_and_counted(corpus, tmp_path):
     sp = corpus["sp"]
     cfg = model_config(corpus, ("asr",), use_ctc=True, ctc_scale=0.3)

@@ -1,31 +1,33 @@
-"""AT soft labels for stage-2 fine-tuning: the AT teacher's dumped clip probabilities on the AT training cuts.
+"""AT soft labels for stage-2 fine-tuning: the AT teacher's clip probabilities on the AT training cuts, read lazily.
 
-Where they come from: run.sh stage 5 (local/dump_teacher.py) dumps every teacher over the KD pool's Shar export
-into ``<exp>/teacher_outputs/<teacher>/<field>.NNNNNN.tar`` (see :mod:`mt2kd_lib.data.teacher_shar`). The pool is the training cuts of every task under their own ids (prepare drops
-the supervisions and adds ``custom["origin"]``; fbank reuses the training features), so an AT training cut finds
-its teacher output by cut id. Each match is also checked to be the same audio segment (recording id, start,
-duration): egs/mini ids are generic (``at-train-00000``), and a dump of another corpus must be refused, not used.
+Where they come from: with soft labels on, run.sh stage 5 exports the AT training split (its fbank manifest) to
+Shar once, as it does the KD pool (:func:`mt2kd_lib.data.shar.export_pool_shar`), and dumps the AT teacher over
+that export (local/dump_teacher.py), so the teacher's outputs are Shar fields aligned entry by entry with the AT
+training cuts themselves (:mod:`mt2kd_lib.data.teacher_shar`). Training then streams those shards with the field
+attached (``CutSet.from_shar``): no id table, nothing held in memory, whatever the size of the AT set.
 
-The AT cuts stay a lazy stream; the pool lists them in another order than the AT training manifest, so the AT
-teacher's outputs (clip probabilities only, a few KB a cut) are looked up by id in a table built from one pass over
-its dump. That table is the one id-join left in training, only with ``--at-soft-labels``.
+Before training reads them, :func:`read_at_soft_label_cuts` checks, in one streaming pass over cut ids, that the
+export holds exactly the AT training manifest's cuts in its order (a dump of another corpus or an older manifest is
+refused), and that every cut has an output: a missing one (e.g. a clip the teacher skipped as too short) is an
+error naming it, never a silent fallback to hard labels.
 :class:`mt2kd_lib.data.dataset.MultiTaskDataset` (``at_soft_field``) collates them and mixes them with the hard
-labels. Every AT training cut must have an output: a missing one is an error, never a silent fallback to hard labels.
+labels, which the exported cuts keep (their supervisions are the manifest's).
 """
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, Iterable, Tuple, Union
 
 from lhotse import CutSet
-from lhotse.utils import fastcopy
 
 from mt2kd_lib.data.teacher_shar import (
-    checksum_key,
     dump_pool_dir,
+    ids_fingerprint,
     load_dump_config,
-    read_teacher_cuts,
+    pool_shards,
+    read_pool_info,
     teacher_dir,
+    teacher_shar_fields,
 )
 
 MAX_LISTED = 10  # cut ids named in an error message
@@ -45,57 +47,54 @@ def check_at_teacher(dump_config: Dict[str, Any], teacher: str, num_classes: int
     return dump_config["field"]
 
 
-def _same_segment(a: Any, b: Any) -> bool:
-    return (a.recording_id == b.recording_id and abs(a.start - b.start) < 1e-3
-            and abs(a.duration - b.duration) < 1e-3)
+def export_ids_sha1(ids: Iterable[str], shard_size: int) -> str:
+    """The ``ids_sha1`` that :func:`~mt2kd_lib.data.shar.export_pool_shar` would record for cuts with these ids in
+    this order and this shard size (one pass, one shard's ids in memory)."""
+    shard_sha, chunk = [], []
+    for cid in ids:
+        chunk.append(cid)
+        if len(chunk) == shard_size:
+            shard_sha.append(ids_fingerprint(chunk))
+            chunk = []
+    if chunk:
+        shard_sha.append(ids_fingerprint(chunk))
+    return ids_fingerprint(shard_sha)
 
 
-def check_coverage(cuts: CutSet, by_id: Mapping[str, Any], where: Union[str, Path]) -> None:
-    """Every cut of ``cuts`` has a dumped cut with its id and the same audio segment, or a ValueError names them."""
-    total = sum(1 for _ in cuts)
-    missing: List[str] = [c.id for c in cuts if c.id not in by_id]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {total} AT training cuts have no teacher output in {where}: "
-            f"{', '.join(missing[:MAX_LISTED])}{' ...' if len(missing) > MAX_LISTED else ''}. The dump covers the "
-            "KD pool (kd_cuts_pool.jsonl.gz) minus cuts the teacher skipped (shard-*.skipped); cuts outside it "
-            "(e.g. --use-teacher-extra splits) have none. Re-run the dump stage (run.sh stage 5) or leave out "
-            "--at-soft-labels")
-    other = [c.id for c in cuts if not _same_segment(c, by_id[c.id])]
-    if other:
-        raise ValueError(
-            f"{len(other)} of {total} AT training cuts match a teacher output in {where} by id but not by audio "
-            f"(recording id / start / duration differ), e.g. {', '.join(other[:MAX_LISTED])}: the dump is of "
-            "another corpus; re-run the dump stage (run.sh stage 5)")
+def read_at_soft_label_cuts(manifest: CutSet, out_dir: Union[str, Path], teacher: str, num_classes: int
+                            ) -> Tuple[CutSet, str]:
+    """The AT training cuts with the AT teacher's probabilities attached, as a lazy CutSet over the Shar export the
+    teacher ``teacher`` (under ``out_dir``) was dumped over, and the field name (e.g. ``at_teacher_probabilities``).
 
-
-def load_at_soft_labels(cuts: CutSet, out_dir: Union[str, Path], teacher: str, num_classes: int
-                        ) -> Tuple[CutSet, str]:
-    """Attach the dumped output of AT teacher ``teacher`` (under ``out_dir``) to every cut of ``cuts``.
-
-    Returns the cuts (lazy when ``cuts`` is, with the teacher's custom field) and the field name, e.g.
-    ``at_teacher_probabilities``.
-    Raises ValueError when the teacher is not an AT probabilities teacher over ``num_classes`` classes, or when any
-    cut has no (matching) output; FileNotFoundError / RuntimeError when the dump is missing or unfinished.
+    ``manifest``: the AT training split as the recipe lists it (lazy); the export must hold the same cut ids in the
+    same order. Raises ValueError when the teacher is not an AT probabilities teacher over ``num_classes`` classes,
+    when the export is of other cuts, or when a cut has no output; FileNotFoundError / RuntimeError when the dump
+    is missing or unfinished.
     """
-    field = check_at_teacher(load_dump_config(out_dir, teacher), teacher, num_classes)
-    dumped = {c.id: c for c in read_teacher_cuts(out_dir, teacher, dump_pool_dir(out_dir, teacher))
-              if c.custom.get(field) is not None}
-    check_coverage(cuts, dumped, teacher_dir(out_dir, teacher))
-    logging.info(f"AT soft labels: output of teacher {teacher} ({field}) found for every AT training cut")
-    return cuts.map(AttachById(field, {cid: _field_values(c, field) for cid, c in dumped.items()})), field
-
-
-def _field_values(cut: Any, field: str) -> Dict[str, Any]:
-    key = checksum_key(field)
-    return {k: cut.custom[k] for k in (field, key) if k in cut.custom}
-
-
-class AttachById:
-    """Picklable cut map: add the custom values ``table[cut.id]`` (a teacher field and its crc32) to each cut."""
-
-    def __init__(self, field: str, table: Dict[str, Dict[str, Any]]) -> None:
-        self.field, self.table = field, table
-
-    def __call__(self, cut: Any) -> Any:
-        return fastcopy(cut, custom={**(cut.custom or {}), **self.table[cut.id]})
+    cfg = load_dump_config(out_dir, teacher)
+    field = check_at_teacher(cfg, teacher, num_classes)
+    pool_dir = dump_pool_dir(out_dir, teacher)
+    pool = read_pool_info(pool_dir)
+    if export_ids_sha1((c.id for c in manifest), pool["shard_size"]) != pool["ids_sha1"]:
+        raise ValueError(
+            f"teacher {teacher!r} under {out_dir} was dumped over {pool_dir} ({pool['num_cuts']} cuts from "
+            f"{pool.get('source')}), which does not hold the AT training cuts (ids or their order differ): the dump "
+            "is of another corpus or an older manifest; re-run the dump stage (run.sh stage 5)")
+    fields, covered = teacher_shar_fields(out_dir, teacher, pool_dir, pool)
+    cuts = CutSet.from_shar(fields={"cuts": pool_shards(pool_dir, pool), **fields})
+    if covered != pool["num_cuts"]:
+        missing = []
+        for c in cuts:  # only to name them: one pass over the export, on the error path
+            if (c.custom or {}).get(field) is None:
+                missing.append(c.id)
+                if len(missing) > MAX_LISTED:
+                    break
+        raise ValueError(
+            f"{pool['num_cuts'] - covered} of {pool['num_cuts']} AT training cuts have no teacher output in "
+            f"{teacher_dir(out_dir, teacher)}: {', '.join(missing[:MAX_LISTED])}"
+            f"{' ...' if len(missing) > MAX_LISTED else ''} (the dump skips clips shorter than the teacher's "
+            "minimum, listed in its shard-*.done markers); drop them from the AT training split or leave out "
+            "--at-soft-labels")
+    logging.info(f"AT soft labels: output of teacher {teacher} ({field}) for all {covered} AT training cuts, "
+                 f"read from {pool_dir}")
+    return cuts, field

@@ -20,6 +20,7 @@ flag follows ``batch_idx_train``, so a run resumed inside the frozen phase keeps
 """
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -391,6 +392,8 @@ class Trainer:
             self._resume_rng = None
         else:
             skip_until = 0
+        if self.world_size > 1:
+            it = self._until_any_rank_runs_out(it)
         bar = tqdm(it, desc=f"epoch {epoch}", disable=self.rank != 0, mininterval=5, leave=False)
         batch_idx = skip_until
         for batch in bar:
@@ -425,6 +428,22 @@ class Trainer:
                     remove_old_checkpoints(self.exp_dir, p.keep_last_k)
         epoch_sums.all_reduce(self.device)
         return epoch_sums.normalised().get("loss", math.nan)
+
+    def _until_any_rank_runs_out(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """DDP: the batches of this rank while every rank still has one. Ranks need not get the same number of
+        batches (Shar shards are split over ranks and workers, and their count need not divide evenly); a rank that
+        went on alone would wait forever in the gradient all-reduce. One tiny all-reduce per step; a rank that
+        stops with batches left says so (shards are reshuffled every epoch, so other cuts are left out next time)."""
+        flag = torch.zeros(1, dtype=torch.int64, device=self.device)
+        for batch in itertools.chain(batches, [None]):
+            flag.fill_(0 if batch is None else 1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            if int(flag.item()) == 0:
+                if batch is not None:
+                    logger.info(f"rank {self.rank}: another rank ran out of batches; this epoch ends here "
+                                "(this rank had batches left)")
+                return
+            yield batch
 
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
         """Forward, backward, (clipped) optimiser step; returns the model's info for this batch."""
