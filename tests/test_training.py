@@ -216,7 +216,8 @@ def _ddp_worker(rank: int, world_size: int, corpus: dict, exp_dir: str, port: in
         dist.destroy_process_group()
 
 
-def test_ddp_two_processes_stay_in_sync(corpus, tmp_path):
+def _two_ranks(worker, data: dict, tmp_path: Path):
+    """Run ``worker`` as 2 DDP processes on a free local port; returns what ranks 0 and 1 saved."""
     import socket
 
     import torch.multiprocessing as mp
@@ -224,10 +225,13 @@ def test_ddp_two_processes_stay_in_sync(corpus, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    mp.start_processes(worker, args=(2, data, str(tmp_path), port), nprocs=2, join=True, start_method="fork")
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def test_ddp_two_processes_stay_in_sync(corpus, tmp_path):
     data = {k: corpus[k] for k in ("asr", "at", "sv", "sp", "num_classes", "root")}
-    mp.start_processes(_ddp_worker, args=(2, data, str(tmp_path), port), nprocs=2, join=True, start_method="fork")
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    r0, r1 = _two_ranks(_ddp_worker, data, tmp_path)
     assert r0["batches"] == r1["batches"] >= 1
     fix_random_seed(1)
     init = build_student(model_config(corpus, ("asr",))).state_dict()
@@ -265,18 +269,7 @@ def _ddp_uneven_worker(rank: int, world_size: int, corpus: dict, exp_dir: str, p
 
 
 def test_ddp_ranks_with_uneven_batches_stop_together(corpus, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = {k: corpus[k] for k in ("asr", "sp", "num_classes", "root")}
-    mp.start_processes(_ddp_uneven_worker, args=(2, data, str(tmp_path), port), nprocs=2, join=True,
-                       start_method="fork")
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    r0, r1 = _two_ranks(_ddp_uneven_worker, {k: corpus[k] for k in ("asr", "sp", "num_classes", "root")}, tmp_path)
     assert r0["own"] > r1["own"] >= 1  # uneven, else the test shows nothing
     assert r0["batches"] == r1["batches"] == 2 * r1["own"]  # both epochs end when rank 1 runs out
     for k, v in r0["model"].items():
