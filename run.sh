@@ -205,9 +205,9 @@ stage_5() {
     origin=()
     if [ -n "${tasks[$i]:-}" ]; then origin=(--origin "${tasks[$i]}"); fi
     i=$((i + 1))
-    dump_teacher "$t" "$exp_dir/teacher_outputs" "${origin[@]}"
+    dump_teacher "$t" "$exp_dir/teacher_outputs" "$exp_dir/kd_pool_shar" "${origin[@]}"
     if [ "${ablations:-false}" = true ] || [ "${kd_mask_by_task:-true}" != true ]; then
-      dump_teacher "$t" "$exp_dir/teacher_outputs_all"
+      dump_teacher "$t" "$exp_dir/teacher_outputs_all" "$exp_dir/kd_pool_shar"
     fi
   done
   if [ "${finetune_at_soft_labels:-false}" = true ]; then
@@ -216,9 +216,7 @@ stage_5() {
     at_teacher_name
     run python3 local/export_pool_shar.py --recipe-data "$data_dir" --training-split-of at \
       --out-dir "$exp_dir/at_train_shar" --shard-size "${pool_shard_size:-500}"
-    run python3 local/dump_teacher.py --pool-dir "$exp_dir/at_train_shar" --teacher "$at_teacher" \
-      --teachers-config "$exp_dir/teachers.yaml" --out-dir "$exp_dir/teacher_outputs_at_train" \
-      --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress
+    dump_teacher "$at_teacher" "$exp_dir/teacher_outputs_at_train" "$exp_dir/at_train_shar"
   fi
 }
 
@@ -229,13 +227,13 @@ at_teacher_name() {  # sets at_teacher: the kd_teachers entry whose kd_teacher_t
   [ -n "$at_teacher" ] || { log "finetune_at_soft_labels=true needs an at teacher in kd_teacher_tasks"; exit 1; }
 }
 
-dump_teacher() {  # dump_teacher TEACHER OUT_DIR [--origin TASK]
+dump_teacher() {  # dump_teacher TEACHER OUT_DIR POOL_DIR [--origin TASK]: TEACHER over the Shar export POOL_DIR
   local mvq_opt=()  # kd_frame_target=mvq: frame-level teachers as MVQ codebook indexes (empty: teachers.yaml's target)
   if [ -n "${kd_frame_target:-}" ]; then
     mvq_opt=(--frame-target "$kd_frame_target" --num-codebooks "${mvq_num_codebooks:-8}"
              --mvq-train-iters "${mvq_train_iters:-400}")
   fi
-  run python3 local/dump_teacher.py --pool-dir "$exp_dir/kd_pool_shar" --teacher "$1" "${@:3}" \
+  run python3 local/dump_teacher.py --pool-dir "$3" --teacher "$1" "${@:4}" \
     --teachers-config "$exp_dir/teachers.yaml" --out-dir "$2" \
     --num-jobs "${dump_jobs:-$nj}" --device "${dump_devices:-cpu}" --num-threads 1 --no-progress "${mvq_opt[@]}"
 }

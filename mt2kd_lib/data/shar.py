@@ -81,7 +81,7 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
     """
     from lhotse.shar.writers.cut import JsonlShardWriter
 
-    from mt2kd_lib.data.teacher_shar import POOL_INFO, ids_fingerprint, pool_shard_path, write_json
+    from mt2kd_lib.data.teacher_shar import POOL_INFO, ShardedIdsFingerprint, pool_shard_path, write_json
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -90,17 +90,16 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
     (output_dir / POOL_INFO).unlink(missing_ok=True)
     for old in output_dir.glob("cuts.*.jsonl.gz"):
         old.unlink()
-    shard_sha: List[str] = []
+    fingerprint = ShardedIdsFingerprint(shard_size)
     num_cuts = 0
     # a uniform sample of the durations (reservoir, seeded): training's bucket boundaries without a pass over the pool
     rng = random.Random(0)
     durations: List[float] = []
-    ids: List[str] = []  # of the current shard only
     writer = JsonlShardWriter(str(output_dir / "cuts.%06d.jsonl.gz"), shard_size=shard_size)
     with writer:
         for cut in cuts:
             writer.write(cut)
-            ids.append(cut.id)
+            fingerprint.add(cut.id)
             num_cuts += 1
             if len(durations) < DURATION_SAMPLE:
                 durations.append(round(float(cut.duration), 3))
@@ -108,16 +107,13 @@ def export_pool_shar(cuts: CutSet, output_dir: Union[str, Path], shard_size: int
                 j = rng.randrange(num_cuts)
                 if j < DURATION_SAMPLE:
                     durations[j] = round(float(cut.duration), 3)
-            if len(ids) == shard_size:
-                shard_sha.append(ids_fingerprint(ids))
-                ids = []
-    if ids:
-        shard_sha.append(ids_fingerprint(ids))
+    ids_sha1 = fingerprint.finish()
+    shard_sha = fingerprint.shard_sha
     if num_cuts == 0:
         raise ValueError("cannot export an empty KD pool to Shar")
     assert all(pool_shard_path(output_dir, i).is_file() for i in range(len(shard_sha)))
     info = dict(num_shards=len(shard_sha), shard_size=shard_size, num_cuts=num_cuts, shard_ids_sha1=shard_sha,
-                ids_sha1=ids_fingerprint(shard_sha), source=source, duration_sample=durations)
+                ids_sha1=ids_sha1, source=source, duration_sample=durations)
     write_json(output_dir / POOL_INFO, info)
     logging.info(f"KD pool: {num_cuts} cuts in {len(shard_sha)} Shar shards under {output_dir}")
     return info

@@ -21,8 +21,8 @@ from typing import Any, Dict, Iterable, Tuple, Union
 from lhotse import CutSet
 
 from mt2kd_lib.data.teacher_shar import (
+    ShardedIdsFingerprint,
     dump_pool_dir,
-    ids_fingerprint,
     load_dump_config,
     pool_shards,
     read_pool_info,
@@ -50,15 +50,10 @@ def check_at_teacher(dump_config: Dict[str, Any], teacher: str, num_classes: int
 def export_ids_sha1(ids: Iterable[str], shard_size: int) -> str:
     """The ``ids_sha1`` that :func:`~mt2kd_lib.data.shar.export_pool_shar` would record for cuts with these ids in
     this order and this shard size (one pass, one shard's ids in memory)."""
-    shard_sha, chunk = [], []
+    fingerprint = ShardedIdsFingerprint(shard_size)
     for cid in ids:
-        chunk.append(cid)
-        if len(chunk) == shard_size:
-            shard_sha.append(ids_fingerprint(chunk))
-            chunk = []
-    if chunk:
-        shard_sha.append(ids_fingerprint(chunk))
-    return ids_fingerprint(shard_sha)
+        fingerprint.add(cid)
+    return fingerprint.finish()
 
 
 def read_at_soft_label_cuts(manifest: CutSet, out_dir: Union[str, Path], teacher: str, num_classes: int

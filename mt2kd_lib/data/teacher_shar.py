@@ -115,6 +115,27 @@ def ids_fingerprint(ids: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+class ShardedIdsFingerprint:
+    """The fingerprints a Shar export records (``pool.json``), fed one cut id at a time: ``shard_sha`` (one per
+    shard of ``shard_size`` cuts) and ``ids_sha1`` (over those). Holds one shard's ids."""
+
+    def __init__(self, shard_size: int) -> None:
+        self.shard_size, self.shard_sha, self._ids = shard_size, [], []
+
+    def add(self, cid: str) -> None:
+        self._ids.append(cid)
+        if len(self._ids) == self.shard_size:
+            self.shard_sha.append(ids_fingerprint(self._ids))
+            self._ids = []
+
+    def finish(self) -> str:
+        """Closes the last (partial) shard; returns ``ids_sha1``."""
+        if self._ids:
+            self.shard_sha.append(ids_fingerprint(self._ids))
+            self._ids = []
+        return ids_fingerprint(self.shard_sha)
+
+
 def load_checked(cut: Any, field: str) -> np.ndarray:
     """All stored frames of ``cut``'s array ``field``, checked against the crc32 recorded when it was dumped.
 
