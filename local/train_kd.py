@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from lhotse import CutSet
 
@@ -57,7 +57,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="dataloader workers (each reads its own shards)")
     p.add_argument("--scales", default="", help="per-teacher loss scales name=x,...; default by task 1/1/10")
     p.add_argument("--mask-by-task", type=str2bool, default=True, help="task-ID masking (false: all on all cuts)")
-    p.add_argument("--sv-input-stack", type=int, default=None, help="encoder stack the SV KD head reads")
+    p.add_argument("--sv-input-stack", default=None,
+                   help="encoder stack the SV KD head reads: an index or 'output'; default: the model config's "
+                        "heads.sv.input_stack, the stack stage 2's SV head reads")
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--model-config", type=Path, required=True, help="its 'encoder' is the student encoder")
     p.add_argument("--num-epochs", type=int, default=4)
@@ -78,7 +80,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def teacher_configs(args) -> List[Dict]:
+def kd_input_stacks(model_cfg: Dict, sv_input_stack: Optional[str]) -> Dict[str, Optional[int]]:
+    """Encoder stack each task's KD head reads: by default the one the model config's task head reads, so that KD
+    trains the layers stage 2 builds on (None: the final output)."""
+    heads = model_cfg.get("heads") or {}
+    stacks = {task: (heads.get(task) or {}).get("input_stack") for task in ("at", "sv")}
+    if sv_input_stack is not None:
+        stacks["sv"] = None if str(sv_input_stack) == "output" else int(sv_input_stack)
+    return {task: None if s is None else int(s) for task, s in stacks.items()}
+
+
+def teacher_configs(args, input_stacks: Optional[Dict[str, Optional[int]]] = None) -> List[Dict]:
+    input_stacks = input_stacks or {}
     scales = dict(item.split("=") for item in args.scales.split(",") if item)
     out = []
     for name in args.teachers.split(","):
@@ -89,7 +102,7 @@ def teacher_configs(args) -> List[Dict]:
         out.append(dict(
             name=name, task=spec["task"], field=dump["field"], kind=kind, dim=int(spec["dim"]),
             frame_shift=spec.get("frame_shift"), scale=float(scales.get(name, DEFAULT_SCALES[spec["task"]])),
-            input_stack=args.sv_input_stack if spec["task"] == "sv" else None,
+            input_stack=input_stacks.get(spec["task"]),
         ))
         # {} unless the dump stored codebook indexes; a missing or foreign quantizer.pt is named here. An index
         # array with another number of codebooks is named (teacher, field) by the MVQ loss on its first batch.
@@ -107,7 +120,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     logging.info(f"train_kd.py {' '.join(sys.argv[1:])}")
     fix_random_seed(args.seed)
 
-    teachers = teacher_configs(args)
+    model_cfg = apply_streaming_args(load_model_config(args.model_config), args)
+    teachers = teacher_configs(args, kd_input_stacks(model_cfg, args.sv_input_stack))
     for t in teachers:
         logging.info(f"teacher {t['name']}: task {t['task']}, {t['kind']}, dim {t['dim']}, scale {t['scale']}")
     names = [t["name"] for t in teachers]
@@ -118,8 +132,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     if bins is None:
         logging.info(f"{pool_dir}/pool.json has no duration sample: the sampler estimates its buckets by reading cuts")
 
-    model_cfg = load_model_config(args.model_config)
-    model_cfg = apply_streaming_args(model_cfg, args)
     cfg = {"encoder": model_cfg["encoder"], "kd": {"mask_by_task": args.mask_by_task, "teachers": teachers}}
     musan = CutSet.from_file(args.musan_cuts) if args.musan_cuts else None  # noise cuts: small, sampled at random
     ds = MultiTaskDataset(teacher_fields=fields, musan_cuts=musan,

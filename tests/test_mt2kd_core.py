@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import REPO, load_script
 from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, write_json
-from mt2kd_lib.models.factory import build_student
+from mt2kd_lib.models.factory import build_student, load_model_config
 from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.training.trainer import fix_random_seed
@@ -172,7 +172,7 @@ def test_teacher_configs_read_by_train_kd(train_kd, tmp_path):
 
     def configs(scales="", stack=None):
         return train_kd.teacher_configs(argparse.Namespace(teacher_dir=tmp_path, teachers="whisper,beats,ecapa",
-                                                           scales=scales, sv_input_stack=stack))
+                                                           scales=scales), {"sv": stack, "at": None})
 
     got = {t["name"]: t for t in configs()}
     assert got["whisper"] == dict(name="whisper", task="asr", field="whisper_embedding", kind="frame", dim=1280,
@@ -188,5 +188,16 @@ def test_teacher_configs_read_by_train_kd(train_kd, tmp_path):
     model = build_kd_model({"encoder": ENCODER, "kd": {"mask_by_task": True, "teachers": configs()}})
     assert model.kd_heads["whisper"].proj.out_features == 1280 * 2  # 25 Hz student, 50 Hz teacher
     with pytest.raises(FileNotFoundError, match="no dump of teacher 'hubert'"):
-        train_kd.teacher_configs(argparse.Namespace(teacher_dir=tmp_path, teachers="hubert", scales="",
-                                                    sv_input_stack=None))
+        train_kd.teacher_configs(argparse.Namespace(teacher_dir=tmp_path, teachers="hubert", scales=""))
+
+
+def test_kd_heads_read_the_stacks_of_the_stage2_heads(train_kd):
+    """The KD SV head reads the stack the model config's SV head reads (stage 2 starts from the distilled pooling),
+    unless --sv-input-stack says otherwise."""
+    cfg = {"encoder": ENCODER, "heads": {"asr": {}, "at": {"input_stack": None}, "sv": {"input_stack": 1}}}
+    assert train_kd.kd_input_stacks(cfg, None) == {"at": None, "sv": 1}
+    assert train_kd.kd_input_stacks(cfg, "0") == {"at": None, "sv": 0}
+    assert train_kd.kd_input_stacks(cfg, "output") == {"at": None, "sv": None}
+    assert train_kd.kd_input_stacks({"encoder": ENCODER}, None) == {"at": None, "sv": None}
+    shipped = load_model_config(REPO / "egs/mini/conf/student_tiny.yaml")
+    assert train_kd.kd_input_stacks(shipped, None)["sv"] == shipped["heads"]["sv"]["input_stack"]

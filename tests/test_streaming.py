@@ -97,9 +97,8 @@ def _student_config(vocab: int = 24) -> Dict:
 def _student(at_stack=None) -> StudentModel:
     torch.manual_seed(0)
     cfg = _student_config()
-    if at_stack is not None:
-        cfg["heads"]["at"]["input_stack"] = at_stack
-        cfg["heads"]["sv"]["input_stack"] = at_stack
+    cfg["heads"]["at"]["input_stack"] = at_stack  # both heads on the output (None) or on one stack
+    cfg["heads"]["sv"]["input_stack"] = at_stack
     model = build_student(cfg).eval()
     with torch.no_grad():  # a random transducer that emits varied tokens (see tests/test_export.py)
         model.asr_head.joiner.encoder_proj.weight.mul_(30.0)
