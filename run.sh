@@ -328,20 +328,31 @@ log "recipe=$recipe data_dir=$data_dir exp_dir=$exp_dir stages $stage..$stop_sta
 run_stage 0
 # After install, use the project's virtualenv and put the repo on PYTHONPATH.
 . ./path.sh
-for n in 1 2 3 4 5; do run_stage "$n"; done
-# Stages 6-7 (KD, then fine-tuning from it) and stage 8 (baselines) do not depend on each other: with
-# train_jobs >= 2 the KD branch runs in the background and holds one of the training slots meanwhile.
-if [ "${train_jobs:-1}" -ge 2 ] && [ "$dry_run" != true ] && stage_selected 8 && { stage_selected 6 || stage_selected 7; }; then
-  ( run_stage 6; run_stage 7 ) &
-  kd_branch=$!
-  log "Stages 6-7 run in the background (pid $kd_branch) alongside stage 8"
-  run_stage 8
-  wait "$kd_branch" 2>/dev/null || true
-  for n in 6 7; do
+for n in 1 2 3; do run_stage "$n"; done
+# Stage 8 (baselines) needs only the data; stages 4-7 (teachers, dump, KD, fine-tuning) are one chain. With
+# train_jobs >= 2 the baselines run in the background at the lowest CPU priority (nice 19): they take the cores the
+# chain leaves idle (after the shorter teacher finishes; beside KD and fine-tuning, which use one core) and hardly
+# slow the chain down. Every job is single-threaded and seeded: the schedule changes no result.
+chain=(4 5 6 7)
+if [ "${ablations:-false}" = true ]; then  # the ablations (stage 8) distil from stage 5's dumps: start after it
+  for n in 4 5; do run_stage "$n"; done
+  chain=(6 7)
+fi
+if [ "${train_jobs:-1}" -ge 2 ] && [ "$dry_run" != true ] && stage_selected 8 \
+   && ( for n in "${chain[@]}"; do stage_selected "$n" && exit 0; done; exit 1 ); then
+  ( renice -n 19 -p "$BASHPID" > /dev/null; run_stage 8 ) &
+  baselines_pid=$!
+  log "Stage 8 (baselines) runs in the background (pid $baselines_pid, nice 19) alongside stages ${chain[*]}"
+  ( for n in "${chain[@]}"; do run_stage "$n"; done ) &
+  chain_ok=true
+  wait $! || chain_ok=false
+  wait "$baselines_pid" 2>/dev/null || true  # the baselines finish even when the chain failed: their work is kept
+  for n in "${chain[@]}" 8; do
     if stage_selected "$n" && [ ! -f "$(marker "$n")" ]; then log "Stage $n (${stage_names[$n]}) failed"; exit 1; fi
   done
+  $chain_ok || exit 1
 else
-  for n in 6 7 8; do run_stage "$n"; done
+  for n in "${chain[@]}" 8; do run_stage "$n"; done
 fi
 for n in 9 10 11; do run_stage "$n"; done
 log "all selected stages finished"

@@ -67,11 +67,11 @@ def test_dry_run_prints_commands_without_running(tmp_path):
 STAND_IN = """#!/bin/sh
 # Stand-in python3: records when each training command starts and ends (by its --exp-dir), fails on request.
 name=$(echo "$*" | sed -n 's/.*--exp-dir \\([^ ]*\\).*/\\1/p')
-echo "start ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
+echo "start ${name:-other} $(date +%s.%N) $(ps -o ni= -p $$)" >> "$FAKE_LOG"
 echo "$*" >> "$FAKE_LOG.args"
 if [ -n "$FAKE_FAIL" ]; then case "$*" in *"$FAKE_FAIL"*) exit 1 ;; esac; fi
 sleep 1
-echo "end ${name:-other} $(date +%s.%N)" >> "$FAKE_LOG"
+echo "end ${name:-other} $(date +%s.%N) 0" >> "$FAKE_LOG"
 """
 
 
@@ -89,25 +89,32 @@ def _run_student_stages(tiny_recipe, tmp_path, fail: str = "", first: int = 6, e
                            "--train-jobs", "2"], cwd=REPO, env=env, capture_output=True, text=True)
     times = {}
     for line in log.read_text().splitlines():
-        what, name, t = line.split()
-        times.setdefault(name.replace(str(exp) + "/", ""), {})[what] = float(t)
+        what, name, t, nice = line.split()
+        entry = times.setdefault(name.replace(str(exp) + "/", ""), {})
+        entry[what] = float(t)
+        if what == "start":
+            entry["nice"] = int(nice)
     return proc, times, exp
 
 
-def test_kd_branch_runs_beside_the_baselines(tiny_recipe, tmp_path):
-    proc, t, exp = _run_student_stages(tiny_recipe, tmp_path)
+def test_baselines_run_beside_the_chain_at_low_priority(tiny_recipe, tmp_path):
+    """Stage 8 starts with the teachers (it needs only the data) at nice 19; the chain 4-7 keeps its order."""
+    proc, t, exp = _run_student_stages(tiny_recipe, tmp_path, first=4)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "alongside stage 8" in proc.stdout
+    assert "alongside stages 4 5 6 7" in proc.stdout
+    teachers = [t[n] for n in t if n.startswith("teachers/")]
+    assert len(teachers) == 3  # config_tiny trains an SV teacher too
     kd, ft = t["mt2kd/kd"], t["mt2kd"]
     baselines = [t[n] for n in ("single_asr", "single_at", "single_sv", "multitask_scratch")]
-    # KD overlaps a baseline; fine-tuning starts only after KD ended; two slots, never three.
-    assert any(kd["start"] < b["end"] and b["start"] < kd["end"] for b in baselines), t
-    assert ft["start"] >= kd["end"]
-    spans = [kd, ft] + baselines
-    for s in spans:
-        running = sum(o["start"] <= s["start"] < o["end"] for o in spans)
-        assert running <= 2, t
-    assert sorted(p.name for p in (exp / ".done").iterdir()) == ["stage-6-kd", "stage-7-finetune", "stage-8-baselines"]
+    assert all(b["nice"] == 19 for b in baselines) and all(c["nice"] == os.nice(0) for c in teachers + [kd, ft]), t
+    # a baseline trains beside a teacher; KD starts after the teachers, fine-tuning after KD
+    assert any(s["start"] < b["end"] and b["start"] < s["end"] for b in baselines for s in teachers), t
+    assert kd["start"] >= max(s["end"] for s in teachers) and ft["start"] >= kd["end"]
+    for group in (teachers + [kd, ft], baselines):  # train_jobs slots in each of the two branches
+        for s in group:
+            assert sum(o["start"] <= s["start"] < o["end"] for o in group) <= 2, t
+    assert sorted(p.name for p in (exp / ".done").iterdir()) == [
+        "stage-4-teachers", "stage-5-dump", "stage-6-kd", "stage-7-finetune", "stage-8-baselines"]
 
 
 def test_failed_kd_branch_fails_the_run(tiny_recipe, tmp_path):

@@ -34,7 +34,7 @@ finetune_encoder_lr_scale=${finetune_encoder_lr_scale:-0.5}
 finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-200} # stage 2: heads only for the first N batches (EER 28.4 -> 24.5%)
 finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stage-2 AT targets = the AT teacher's dumped probabilities
 ablations=${ablations:-false}                              # true: KD with each teacher alone, KD without masking
-train_jobs=${train_jobs:-2}                                # independent trainings run side by side (1 thread each)
+train_jobs=${train_jobs:-2}                                # trainings side by side (1 thread each); baselines beside them at nice 19
 avg=${avg:-1}                                              # checkpoints averaged for evaluation
 # Stage 9 ASR decoding: "all" (every method; RESULTS.md then gets the decoding table) takes 2.8x the ASR decoding
 # time of greedy search (~+3 min of stage 9 on the 2-core machine, see RESULTS_NOTES.md), so the default is greedy.
