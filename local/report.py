@@ -91,7 +91,7 @@ def main() -> None:
         "",
         "## Wall time per stage",
         "",
-        "Stages 6-7 (KD, fine-tuning) run beside stage 8 (baselines) when `train_jobs` >= 2.",
+        "Stage 8 (baselines) runs at nice 19 beside stages 4-7 (teachers to fine-tuning) when `train_jobs` >= 2.",
         "",
         stage_times_table([(args.data_dir or args.exp_dir) / ".done", args.exp_dir / ".done"]),
         "",
