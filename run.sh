@@ -343,6 +343,8 @@ if [ "${train_jobs:-1}" -ge 2 ] && [ "$dry_run" != true ] && stage_selected 8 \
   ( renice -n 19 -p "$BASHPID" > /dev/null; run_stage 8 ) &
   baselines_pid=$!
   log "Stage 8 (baselines) runs in the background (pid $baselines_pid, nice 19) alongside stages ${chain[*]}"
+  # In the background and waited for, not `( ... ) || chain_ok=false`: a subshell in an || list runs without set -e,
+  # so a failed stage would not stop the chain.
   ( for n in "${chain[@]}"; do run_stage "$n"; done ) &
   chain_ok=true
   wait $! || chain_ok=false
