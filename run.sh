@@ -165,7 +165,8 @@ wait_all() {  # wait for this shell's parallel() jobs; fail if any failed
 # DDP: --world-size N spawns N processes (GPUs when present); MUSAN noise mixing when the corpus has MUSAN.
 opt_common=(--max-duration "${max_duration:-300}" --lr-warmup-batches "${lr_warmup_batches:-500}"
             --model-warmup-batches "${model_warmup_batches:-4000}" --base-lr "${base_lr:-0.045}" --num-threads 1
-            --log-interval 20 --world-size "${world_size:-1}" --spec-augment "${spec_augment:-true}")
+            --log-interval 20 --world-size "${world_size:-1}" --spec-augment "${spec_augment:-true}"
+            --average-period "${average_period:-200}")
 train_common=(--recipe-data "$data_dir" "${opt_common[@]}" --warm-step "${warm_step:-2000}")
 musan_opt=()
 if [ "${use_musan:-false}" = true ]; then musan_opt=(--musan-cuts "$fbank_dir/musan_cuts.jsonl.gz"); fi
@@ -191,7 +192,7 @@ stage_4() {
       "${train_common[@]}"
   done
   wait_all
-  run python3 local/select_teachers.py --mode train --teachers-exp "$exp_dir/teachers" --epoch "$teacher_epochs" \
+  run python3 local/select_teachers.py --mode train --teachers-exp "$exp_dir/teachers" --epoch "$teacher_epochs" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" \
     --sv-teacher "$sv_teacher" --recipe-data "$data_dir" --out "$exp_dir/teachers.yaml"
 }
 
@@ -299,10 +300,10 @@ stage_8() {
 }
 
 stage_9() {
-  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --num-jobs "${train_jobs:-1}" --num-threads 1 \
+  run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" --num-jobs "${train_jobs:-1}" --num-threads 1 \
     --decoding-methods "${decoding_methods:-greedy_search}" --eval-dev "${eval_dev:-true}"
   if [ "${streaming:-false}" = true ]; then  # the causal MT2KD student, chunk by chunk (streaming_results.md)
-    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" \
+    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" \
       --chunk-sizes "${streaming_eval_chunks:-16,32}" --left-context-frames "${streaming_eval_left_context:-64}"
   fi
 }
@@ -319,7 +320,7 @@ stage_11() {
                       --streaming-left-context-frames "${streaming_eval_left_context:-64}")
   fi
   # ONNX in sherpa-onnx's layouts: encoder/decoder/joiner (+ tokens.txt), tagger.onnx, speaker.onnx.
-  run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --lang-dir "$lang_dir" \
+  run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" --lang-dir "$lang_dir" \
     --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx" "${streaming_export[@]}"
 }
 

@@ -27,6 +27,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang-dir", type=Path, default=None, help="default: the one <recipe-data>/lang_bpe_* folder")
     p.add_argument("--epoch", type=int, default=None, help="default: the last epoch-N.pt")
     p.add_argument("--avg", type=int, default=1)
+    p.add_argument("--use-averaged-model", type=str2bool, default=False,
+                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
+                        "averaging epoch-N.pt files")
     p.add_argument("--task", choices=["asr", "at", "sv", "all"], default="all")
     p.add_argument("--decoding-method", choices=["greedy_search", "modified_beam_search"], default="greedy_search")
     p.add_argument("--decoding-methods", default=None,
@@ -45,7 +48,7 @@ def main() -> None:
     args = get_parser().parse_args()
     setup_logger(args.exp_dir / "log" / "log-evaluate.txt")
     torch.set_num_threads(args.num_threads)
-    model = load_averaged_model(args.exp_dir, args.epoch, args.avg)
+    model = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.use_averaged_model)
     tasks = model.tasks if args.task == "all" else [args.task]
     missing = [t for t in tasks if t not in model.tasks]
     if missing:
@@ -54,7 +57,8 @@ def main() -> None:
     methods = parse_methods(args.decoding_methods or args.decoding_method)
     res = evaluate_student(model, args.recipe_data, args.exp_dir / methods[0], lang_dir, tasks,
                            methods[0], args.beam_size, asr_methods=methods, dev=args.eval_dev)
-    res.update(system=args.system or args.exp_dir.name, group=args.group, avg=args.avg)
+    res.update(system=args.system or args.exp_dir.name, group=args.group, avg=args.avg,
+               use_averaged_model=args.use_averaged_model)
     (args.exp_dir / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     logging.info(f"results: {json.dumps(res)}")
 

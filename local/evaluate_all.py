@@ -48,11 +48,11 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
                  epoch: int) -> Dict:
     """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
     lang = sorted(args.recipe_data.glob("lang_bpe_*"))
-    model = load_averaged_model(folder, avg=args.avg)
+    model = load_averaged_model(folder, avg=args.avg, use_averaged_model=args.use_averaged_model)
     methods = parse_methods(args.decoding_methods or args.decoding_method)
     res = evaluate_student(model, args.recipe_data, folder / methods[0], lang[0] if lang else None,
                            tasks, methods[0], asr_methods=methods, dev=args.eval_dev)
-    res.update(system=name, group=group, epoch=epoch, avg=args.avg)
+    res.update(system=name, group=group, epoch=epoch, avg=args.avg, use_averaged_model=args.use_averaged_model)
     write_json(folder / "results.json", res)
     logging.info(f"{name}: {json.dumps(res)}")
     return res
@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--recipe-data", type=Path, required=True)
     p.add_argument("--avg", type=int, default=1)
+    p.add_argument("--use-averaged-model", type=str2bool, default=False,
+                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
+                        "averaging epoch-N.pt files")
     p.add_argument("--decoding-method", default="greedy_search", choices=["greedy_search", "modified_beam_search"])
     p.add_argument("--decoding-methods", default=None,
                    help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """run.sh stage 4 (after training): write <exp>/teachers.yaml, the teachers stage 5 dumps.
 
---mode train       the recipe-trained teachers <teachers-exp>/{asr,at,sv}/epoch-N.pt; the SV teacher is the
+--mode train       the recipe-trained teachers <teachers-exp>/{asr,at,sv}/epoch-N.pt (with --use-averaged-model, the
+                   mean weights of their last --avg epochs, written beside them); the SV teacher is the
                    recipe-trained one, resemblyzer's pretrained speaker encoder, or (auto) whichever has the lower
                    EER on the SV test trials (both numbers are logged and kept in teachers_selection.json).
 --mode pretrained  a given teachers yaml (Whisper / BEATs / ECAPA checkpoints): every teacher is loaded once and
@@ -14,11 +15,26 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
-from mt2kd_lib.evaluation.evaluate import evaluate_sv, teacher_sv_embeddings
+from mt2kd_lib.evaluation.evaluate import evaluate_sv, load_averaged_model, teacher_sv_embeddings
 from mt2kd_lib.teachers.registry import build_teacher, load_teachers_config
+from mt2kd_lib.training.launch import str2bool
 from mt2kd_lib.utils.logging import setup_logger
+
+
+def teacher_checkpoint(run: Path, epoch: int, avg: int, use_averaged_model: bool) -> str:
+    """The checkpoint a trained teacher is loaded from: epoch-N.pt, or a file of the weights stage 9 evaluates."""
+    if not use_averaged_model and avg == 1:
+        return str((run / f"epoch-{epoch}.pt").resolve())
+    out = run / f"averaged-epoch-{epoch}-avg-{avg}{'-model-avg' if use_averaged_model else ''}.pt"
+    if (run / f"epoch-{epoch}.pt").is_file():
+        model = load_averaged_model(run, epoch, avg, use_averaged_model)
+        config = torch.load(run / f"epoch-{epoch}.pt", map_location="cpu", weights_only=False)["model_config"]
+        torch.save({"model": model.state_dict(), "model_config": config}, out)
+        logging.info(f"wrote {out}")
+    return str(out.resolve())
 
 
 def main() -> None:
@@ -26,6 +42,8 @@ def main() -> None:
     p.add_argument("--mode", choices=["train", "pretrained"], required=True)
     p.add_argument("--teachers-exp", type=Path, help="train mode: folder with asr/ at/ sv/ teacher runs")
     p.add_argument("--epoch", type=int, help="train mode: the teachers' last epoch")
+    p.add_argument("--avg", type=int, default=1, help="train mode: as local/evaluate.py")
+    p.add_argument("--use-averaged-model", type=str2bool, default=False, help="train mode: as local/evaluate.py")
     p.add_argument("--sv-teacher", choices=["auto", "checkpoint", "resemblyzer"], default="auto")
     p.add_argument("--teachers-config", type=Path, help="pretrained mode: the teachers yaml")
     p.add_argument("--recipe-data", type=Path, required=True)
@@ -40,7 +58,8 @@ def main() -> None:
         shutil.copyfile(args.teachers_config, args.out)
         return
 
-    ckpt = {t: str((args.teachers_exp / t / f"epoch-{args.epoch}.pt").resolve()) for t in ("asr", "at", "sv")}
+    ckpt = {t: teacher_checkpoint(args.teachers_exp / t, args.epoch, args.avg, args.use_averaged_model)
+            for t in ("asr", "at", "sv")}
     cfg = {
         "asr_teacher": {"kind": "checkpoint", "checkpoint": ckpt["asr"], "task": "asr"},
         "at_teacher": {"kind": "checkpoint", "checkpoint": ckpt["at"], "task": "at"},

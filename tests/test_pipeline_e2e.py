@@ -109,7 +109,8 @@ def test_sherpa_onnx_runs_the_exported_student_like_ours(e2e, tiny_recipe, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:]
     sherpa = json.loads(out.read_text())
 
-    model = load_averaged_model(exp / "mt2kd", None, 1)  # what stage 11 exported (config_tiny: avg=1)
+    # what stage 11 exported (config_tiny: avg=1, use_averaged_model=true)
+    model = load_averaged_model(exp / "mt2kd", None, 1, use_averaged_model=True)
     symbols = [line.split()[0] for line in (exp / "mt2kd" / "onnx" / "tokens.txt").read_text().splitlines()]
     names = [r[2] for r in read_class_labels(manifests)]
     extractor = make_fbank_extractor()

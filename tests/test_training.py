@@ -202,6 +202,49 @@ def test_resume_is_exact(corpus, tmp_path):
     assert all(torch.equal(v, a[k]) for k, v in rebuilt.state_dict().items())
 
 
+def test_model_avg_is_the_mean_of_the_weights_between_checkpoints(corpus, tmp_path):
+    """icefall's model_avg: epoch-2.pt and epoch-1.pt give the mean of the weights after each batch of epoch 2
+    (every batch folded in with average_period=1; checkpoint-B.pt holds the weights after batch B), and it
+    resumes exactly."""
+    from mt2kd_lib.evaluation.evaluate import load_averaged_model
+    from mt2kd_lib.training.model_avg import average_between
+
+    exp = tmp_path / "a"
+    straight = _trainer(corpus, exp, num_epochs=2, save_every_n=1, keep_last_k=0, average_period=1)
+    straight.fit()
+    b1 = torch.load(exp / "epoch-1.pt", weights_only=False)["params"]["batch_idx_train"]
+    b2 = straight.params.batch_idx_train
+    assert b2 - b1 >= 2
+    snaps = [torch.load(exp / f"checkpoint-{b}.pt", weights_only=False)["model"] for b in range(b1 + 1, b2 + 1)]
+    got = average_between(exp / "epoch-2.pt", exp / "epoch-1.pt")
+    floats = [k for k, v in snaps[-1].items() if v.is_floating_point()]
+    for k in floats:
+        want = torch.stack([s[k].double() for s in snaps]).mean(0)
+        torch.testing.assert_close(got[k].double(), want, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(got[k], snaps[-1][k]) for k in floats), "the mean equals the last weights"
+    since_start = average_between(exp / "epoch-2.pt")  # no start: every batch since batch 0
+    first = torch.load(exp / "checkpoint-1.pt", weights_only=False)["model"]
+    k = floats[0]
+    torch.testing.assert_close(since_start[k].double(), torch.stack(
+        [torch.load(exp / f"checkpoint-{b}.pt", weights_only=False)["model"][k].double()
+         for b in range(1, b2 + 1)]).mean(0), rtol=1e-5, atol=1e-6)
+    assert first[k].shape == since_start[k].shape
+    model = load_averaged_model(exp, 2, 1, use_averaged_model=True)
+    assert all(torch.equal(v, got[n]) for n, v in model.state_dict().items())
+    # resume from epoch 1 continues the same average
+    (tmp_path / "b").mkdir()
+    shutil.copyfile(exp / "epoch-1.pt", tmp_path / "b" / "epoch-1.pt")
+    _trainer(corpus, tmp_path / "b", num_epochs=2, start_epoch=2, average_period=1).fit()
+    resumed = torch.load(tmp_path / "b" / "epoch-2.pt", weights_only=False)["model_avg"]
+    straight_avg = torch.load(exp / "epoch-2.pt", weights_only=False)["model_avg"]
+    assert all(torch.equal(resumed[k], straight_avg[k]) for k in straight_avg)
+    # a checkpoint without model_avg is refused with the file's name
+    (tmp_path / "c").mkdir()
+    _trainer(corpus, tmp_path / "c", num_epochs=1, average_period=0).fit()
+    with pytest.raises(ValueError, match="epoch-1.pt: no model_avg"):
+        load_averaged_model(tmp_path / "c", 1, 1, use_averaged_model=True)
+
+
 def _ddp_worker(rank: int, world_size: int, corpus: dict, exp_dir: str, port: int) -> None:
     import torch.distributed as dist
 

@@ -50,6 +50,8 @@ finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stag
 ablations=${ablations:-false}
 train_jobs=${train_jobs:-1}
 avg=${avg:-5}
+average_period=${average_period:-200}                     # icefall's model_avg period
+use_averaged_model=${use_averaged_model:-true}            # icefall decodes the mean weights of the last avg epochs
 publish_results=${publish_results:-true}
 # streaming MT2KD student (issue 15; icefall's zipformer streaming defaults, 50 Hz frames, see egs/mini/config.sh)
 streaming=${streaming:-false}

@@ -35,7 +35,12 @@ finetune_freeze_encoder_steps=${finetune_freeze_encoder_steps:-200} # stage 2: h
 finetune_at_soft_labels=${finetune_at_soft_labels:-false}           # true: stage-2 AT targets = the AT teacher's dumped probabilities
 ablations=${ablations:-false}                              # true: KD with each teacher alone, KD without masking
 train_jobs=${train_jobs:-2}                                # trainings side by side (1 thread each); baselines beside them at nice 19
-avg=${avg:-1}                                              # checkpoints averaged for evaluation
+avg=${avg:-1}                                              # epochs averaged for evaluation (and the trained teachers)
+# The mean weights of the last epoch (icefall's model_avg, folded in every average_period batches) instead of the
+# last weights: the learning rate is still flat when these short runs end, so the last weights are noisy (MT2KD
+# dev WER 27.7-32.7% -> 4.8-5.7% over two stage-2 seeds; RESULTS_NOTES.md).
+average_period=${average_period:-25}
+use_averaged_model=${use_averaged_model:-true}
 # Stage 9 ASR decoding: "all" (every method; RESULTS.md then gets the decoding table) takes 2.8x the ASR decoding
 # time of greedy search (~+3 min of stage 9 on the 2-core machine, see RESULTS_NOTES.md), so the default is greedy.
 decoding_methods=${decoding_methods:-greedy_search}

@@ -23,6 +23,7 @@ from mt2kd_lib.metrics.verification import (compute_eer, compute_min_dcf, cosine
                                             write_sv_results)
 from mt2kd_lib.models.student import StudentModel
 from mt2kd_lib.training.checkpoint import average_state_dicts, epoch_checkpoints_for_avg, find_checkpoints
+from mt2kd_lib.training.model_avg import average_between
 
 FRAMES_PER_SECOND = 100  # fbank frame shift 10 ms
 EmbedFn = Callable[[CutSet], Dict[str, np.ndarray]]
@@ -32,8 +33,11 @@ def _as_list(v) -> List[str]:
     return [] if v is None else ([v] if isinstance(v, str) else list(v))
 
 
-def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1) -> StudentModel:
-    """epoch-N.pt (the last one when ``epoch`` is None) averaged with the avg-1 before it (icefall --epoch/--avg)."""
+def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1,
+                        use_averaged_model: bool = False) -> StudentModel:
+    """epoch-N.pt (the last one when ``epoch`` is None) averaged with the avg-1 before it (icefall --epoch/--avg);
+    with ``use_averaged_model``, the mean of the weights over the last ``avg`` epochs' batches instead, from the
+    checkpoints' ``model_avg`` (icefall --use-averaged-model; ``avg`` = ``epoch``: since batch 0)."""
     from mt2kd_lib.models.factory import build_student
 
     if epoch is None:
@@ -44,6 +48,12 @@ def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1
     paths = epoch_checkpoints_for_avg(exp_dir, epoch, min(avg, epoch))
     ckpt = torch.load(paths[-1], map_location="cpu", weights_only=False)
     model = build_student(ckpt["model_config"])
+    if use_averaged_model:
+        start = Path(exp_dir) / f"epoch-{epoch - len(paths)}.pt" if epoch > len(paths) else None
+        model.load_state_dict(average_between(paths[-1], start))
+        logging.info(f"{exp_dir}: evaluating the mean weights of epochs {epoch - len(paths) + 1}..{epoch} "
+                     "(model_avg)")
+        return model.eval()
     states = [ckpt["model"]] if len(paths) == 1 else [
         torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
     model.load_state_dict(average_state_dicts(states) if len(states) > 1 else states[0])

@@ -57,6 +57,8 @@ def add_schedule_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-batches", type=float, default=7500)
     p.add_argument("--lr-epochs", type=float, default=3.5)
     p.add_argument("--lr-warmup-batches", type=float, default=500)
+    p.add_argument("--average-period", type=int, default=200,
+                   help="model_avg folds the weights in every N batches (icefall; 0: off); see --use-averaged-model")
     p.add_argument("--model-warmup-batches", type=float, default=4000,
                    help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
 

@@ -48,6 +48,7 @@ from mt2kd_lib.training.checkpoint import (
     set_rng_state,
     unwrap,
 )
+from mt2kd_lib.training.model_avg import new_model_avg, update_model_avg
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class TrainParams:
     tensorboard: bool = True
     reset_interval: int = 200  # decay constant of the running tot_loss, as icefall
     freeze_encoder_steps: int = 0  # > 0: the encoder is not updated in global batches 1..N (heads only)
+    average_period: int = 200  # model_avg (icefall) folds the weights in every N batches (0: no model_avg)
     # State of the loop (restored on resume).
     batch_idx_train: int = 0
     cur_epoch: int = 0
@@ -254,6 +256,9 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
+        # icefall's running average of the weights (rank 0 only, on the CPU, float64); evaluated with
+        # --use-averaged-model (mt2kd_lib/training/model_avg.py).
+        self.model_avg = new_model_avg(model) if params.average_period > 0 and rank == 0 else None
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.amp_dtype)
         if self.amp_dtype is None:
             raise ValueError(f"amp_dtype must be 'bf16' or 'fp16', got {params.amp_dtype!r}")
@@ -287,6 +292,12 @@ class Trainer:
             p.cur_batch_idx = 0
         else:
             return
+        if self.model_avg is not None:
+            if "model_avg" in ckpt:
+                self.model_avg = {k: v.to(torch.float64) for k, v in ckpt["model_avg"].items()}
+            else:
+                logger.warning(f"{path} has no model_avg: the average restarts from the resumed weights")
+                self.model_avg = new_model_avg(unwrap(self.model))
         saved = int(ckpt["params"].get("freeze_encoder_steps", 0))
         if saved != p.freeze_encoder_steps:
             logger.warning(f"{path} was trained with freeze_encoder_steps={saved}; continuing with "
@@ -307,7 +318,8 @@ class Trainer:
             return
         sampler = train_sampler(self.train_dl) if with_sampler else None
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, sampler, self.scaler,
-                        params=self.params.to_dict(), model_config=self.model_config)
+                        params=self.params.to_dict(), model_config=self.model_config,
+                        extra=None if self.model_avg is None else {"model_avg": self.model_avg})
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> TrainParams:
@@ -422,6 +434,8 @@ class Trainer:
             if p.valid_interval > 0 and p.batch_idx_train % p.valid_interval == 0 and self.valid_dl is not None:
                 self.validate(epoch)
                 self.model.train()
+            if self.model_avg is not None and p.batch_idx_train % p.average_period == 0:
+                update_model_avg(self.model_avg, unwrap(self.model), p.batch_idx_train, p.average_period)
             if p.save_every_n > 0 and p.batch_idx_train % p.save_every_n == 0:
                 self._save(self.exp_dir / f"checkpoint-{p.batch_idx_train}.pt", with_sampler=True)
                 if self.rank == 0:
