@@ -16,7 +16,7 @@ import torch
 
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
-from mt2kd_lib.training.launch import str2bool
+from mt2kd_lib.training.launch import add_averaged_model_arg, str2bool
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -27,9 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang-dir", type=Path, default=None, help="default: the one <recipe-data>/lang_bpe_* folder")
     p.add_argument("--epoch", type=int, default=None, help="default: the last epoch-N.pt")
     p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--use-averaged-model", type=str2bool, default=False,
-                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
-                        "averaging epoch-N.pt files")
+    add_averaged_model_arg(p)
     p.add_argument("--task", choices=["asr", "at", "sv", "all"], default="all")
     p.add_argument("--decoding-method", choices=["greedy_search", "modified_beam_search"], default="greedy_search")
     p.add_argument("--decoding-methods", default=None,

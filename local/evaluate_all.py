@@ -21,7 +21,7 @@ import torch
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
 from mt2kd_lib.training.checkpoint import find_checkpoints
-from mt2kd_lib.training.launch import str2bool
+from mt2kd_lib.training.launch import add_averaged_model_arg, str2bool
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -69,9 +69,7 @@ def main() -> None:
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--recipe-data", type=Path, required=True)
     p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--use-averaged-model", type=str2bool, default=False,
-                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
-                        "averaging epoch-N.pt files")
+    add_averaged_model_arg(p)
     p.add_argument("--decoding-method", default="greedy_search", choices=["greedy_search", "modified_beam_search"])
     p.add_argument("--decoding-methods", default=None,
                    help=f"comma-separated methods decoded in one pass, the first one gives 'wer' (default: "

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
-from mt2kd_lib.training.launch import str2bool
 from mt2kd_lib.evaluation.streaming import evaluate_streaming
+from mt2kd_lib.training.launch import add_averaged_model_arg
 from mt2kd_lib.training.streaming_args import int_list
 from mt2kd_lib.utils.logging import setup_logger
 
@@ -27,9 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang-dir", type=Path, default=None, help="default: the one <recipe-data>/lang_bpe_* folder")
     p.add_argument("--epoch", type=int, default=None)
     p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--use-averaged-model", type=str2bool, default=False,
-                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
-                        "averaging epoch-N.pt files")
+    add_averaged_model_arg(p)
     p.add_argument("--chunk-sizes", type=int_list, default=(16, 32), help="50 Hz frames (16 = 320 ms)")
     p.add_argument("--left-context-frames", type=int, default=64, help="50 Hz frames of left context")
     p.add_argument("--full-context", type=str, default="true", choices=["true", "false"],

@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from mt2kd_lib.data.contract import class_labels_path
-from mt2kd_lib.training.launch import str2bool
 from mt2kd_lib.evaluation.evaluate import load_averaged_model
 from mt2kd_lib.export.onnx_export import (
     DEFAULT_LANGUAGE,
@@ -35,6 +34,7 @@ from mt2kd_lib.export.onnx_export import (
     export_model,
     file_sizes,
 )
+from mt2kd_lib.training.launch import add_averaged_model_arg
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -43,9 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", type=Path, required=True, help="a system dir holding epoch-*.pt")
     p.add_argument("--epoch", type=int, default=None, help="default: the last epoch")
     p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--use-averaged-model", type=str2bool, default=False,
-                   help="the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) instead of "
-                        "averaging epoch-N.pt files")
+    add_averaged_model_arg(p)
     p.add_argument("--lang-dir", type=Path, default=None, help="lang_bpe_N with tokens.txt (needed for the ASR head)")
     p.add_argument("--manifest-dir", type=Path, default=None,
                    help="manifests dir; its class_labels_indices.csv is copied next to tagger.onnx")

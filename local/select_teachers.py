@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from mt2kd_lib.evaluation.evaluate import evaluate_sv, load_averaged_model, teacher_sv_embeddings
+from mt2kd_lib.evaluation.evaluate import averaged_state, evaluate_sv, teacher_sv_embeddings
 from mt2kd_lib.teachers.registry import build_teacher, load_teachers_config
-from mt2kd_lib.training.launch import str2bool
+from mt2kd_lib.training.launch import add_averaged_model_arg
 from mt2kd_lib.utils.logging import setup_logger
 
 
@@ -29,10 +29,9 @@ def teacher_checkpoint(run: Path, epoch: int, avg: int, use_averaged_model: bool
     if not use_averaged_model and avg == 1:
         return str((run / f"epoch-{epoch}.pt").resolve())
     out = run / f"averaged-epoch-{epoch}-avg-{avg}{'-model-avg' if use_averaged_model else ''}.pt"
-    if (run / f"epoch-{epoch}.pt").is_file():
-        model = load_averaged_model(run, epoch, avg, use_averaged_model)
-        config = torch.load(run / f"epoch-{epoch}.pt", map_location="cpu", weights_only=False)["model_config"]
-        torch.save({"model": model.state_dict(), "model_config": config}, out)
+    if (run / f"epoch-{epoch}.pt").is_file():  # (no sv/ run when the SV teacher is pretrained)
+        state, config = averaged_state(run, epoch, avg, use_averaged_model)
+        torch.save({"model": state, "model_config": config}, out)
         logging.info(f"wrote {out}")
     return str(out.resolve())
 
@@ -43,7 +42,7 @@ def main() -> None:
     p.add_argument("--teachers-exp", type=Path, help="train mode: folder with asr/ at/ sv/ teacher runs")
     p.add_argument("--epoch", type=int, help="train mode: the teachers' last epoch")
     p.add_argument("--avg", type=int, default=1, help="train mode: as local/evaluate.py")
-    p.add_argument("--use-averaged-model", type=str2bool, default=False, help="train mode: as local/evaluate.py")
+    add_averaged_model_arg(p, help_prefix="train mode: ")
     p.add_argument("--sv-teacher", choices=["auto", "checkpoint", "resemblyzer"], default="auto")
     p.add_argument("--teachers-config", type=Path, help="pretrained mode: the teachers yaml")
     p.add_argument("--recipe-data", type=Path, required=True)

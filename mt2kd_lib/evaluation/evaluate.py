@@ -6,7 +6,7 @@ exactly like our models."""
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,13 +33,9 @@ def _as_list(v) -> List[str]:
     return [] if v is None else ([v] if isinstance(v, str) else list(v))
 
 
-def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1,
-                        use_averaged_model: bool = False) -> StudentModel:
-    """epoch-N.pt (the last one when ``epoch`` is None) averaged with the avg-1 before it (icefall --epoch/--avg);
-    with ``use_averaged_model``, the mean of the weights over the last ``avg`` epochs' batches instead, from the
-    checkpoints' ``model_avg`` (icefall --use-averaged-model; ``avg`` = ``epoch``: since batch 0)."""
-    from mt2kd_lib.models.factory import build_student
-
+def averaged_state(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1,
+                   use_averaged_model: bool = False) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The weights :func:`load_averaged_model` builds its model from, and the checkpoint's ``model_config``."""
     if epoch is None:
         found = find_checkpoints(exp_dir, "epoch")
         if not found:
@@ -47,17 +43,25 @@ def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1
         epoch = int(found[0].stem.split("-")[1])
     paths = epoch_checkpoints_for_avg(exp_dir, epoch, min(avg, epoch))
     ckpt = torch.load(paths[-1], map_location="cpu", weights_only=False)
-    model = build_student(ckpt["model_config"])
     if use_averaged_model:
         start = Path(exp_dir) / f"epoch-{epoch - len(paths)}.pt" if epoch > len(paths) else None
-        model.load_state_dict(average_between(paths[-1], start))
-        logging.info(f"{exp_dir}: evaluating the mean weights of epochs {epoch - len(paths) + 1}..{epoch} "
-                     "(model_avg)")
-        return model.eval()
-    states = [ckpt["model"]] if len(paths) == 1 else [
-        torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
-    model.load_state_dict(average_state_dicts(states) if len(states) > 1 else states[0])
-    logging.info(f"{exp_dir}: evaluating epoch {epoch} averaged over {len(paths)} checkpoint(s)")
+        logging.info(f"{exp_dir}: the mean weights of epochs {epoch - len(paths) + 1}..{epoch} (model_avg)")
+        return average_between(paths[-1], start, end_ckpt=ckpt), ckpt["model_config"]
+    states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths[:-1]] + [ckpt["model"]]
+    logging.info(f"{exp_dir}: epoch {epoch} averaged over {len(paths)} checkpoint(s)")
+    return (average_state_dicts(states) if len(states) > 1 else states[0]), ckpt["model_config"]
+
+
+def load_averaged_model(exp_dir: Path, epoch: Optional[int] = None, avg: int = 1,
+                        use_averaged_model: bool = False) -> StudentModel:
+    """epoch-N.pt (the last one when ``epoch`` is None) averaged with the avg-1 before it (icefall --epoch/--avg);
+    with ``use_averaged_model``, the mean of the weights over the last ``avg`` epochs' batches instead, from the
+    checkpoints' ``model_avg`` (icefall --use-averaged-model; ``avg`` = ``epoch``: since batch 0)."""
+    from mt2kd_lib.models.factory import build_student
+
+    state, config = averaged_state(exp_dir, epoch, avg, use_averaged_model)
+    model = build_student(config)
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -63,6 +63,13 @@ def add_schedule_args(p: argparse.ArgumentParser) -> None:
                    help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
 
 
+def add_averaged_model_arg(p: argparse.ArgumentParser, help_prefix: str = "") -> None:
+    """``--use-averaged-model``, the option of every script that loads a trained model (beside its ``--avg``)."""
+    p.add_argument("--use-averaged-model", type=str2bool, default=False,
+                   help=help_prefix + "the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) "
+                        "instead of averaging epoch-N.pt files")
+
+
 def params_from_args(args: argparse.Namespace) -> TrainParams:
     """TrainParams from the CLI options that share its field names (the rest keep their defaults)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainParams) if hasattr(args, f.name)}

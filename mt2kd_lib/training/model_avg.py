@@ -18,7 +18,8 @@ State = Dict[str, torch.Tensor]
 
 def new_model_avg(model: nn.Module) -> State:
     """The average at batch 0: a float64 copy of the model's floating-point weights."""
-    return {k: v.detach().to("cpu", torch.float64).clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {k: v.detach().to("cpu", torch.float64).clone()
+            for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
 def update_model_avg(model_avg: State, model: nn.Module, batch_idx_train: int, average_period: int) -> None:
@@ -40,11 +41,13 @@ def _averaged_until(ckpt: Dict[str, Any], path: Path) -> int:
     return (int(params["batch_idx_train"]) // period) * period
 
 
-def average_between(end_path: Union[str, Path], start_path: Optional[Union[str, Path]] = None) -> State:
+def average_between(end_path: Union[str, Path], start_path: Optional[Union[str, Path]] = None,
+                    end_ckpt: Optional[Dict[str, Any]] = None) -> State:
     """State dict of the mean weights over the batches after ``start_path`` up to ``end_path`` (both checkpoints
-    of one run; no ``start_path``: since batch 0). Non-float tensors come from ``end_path``'s model."""
+    of one run; no ``start_path``: since batch 0). Non-float tensors come from ``end_path``'s model.
+    ``end_ckpt``: ``end_path`` already loaded by the caller (it is not read again)."""
     end_path = Path(end_path)
-    end = torch.load(end_path, map_location="cpu", weights_only=False)
+    end = end_ckpt if end_ckpt is not None else torch.load(end_path, map_location="cpu", weights_only=False)
     b_end = _averaged_until(end, end_path)
     b_start, avg_start = 0, None
     if start_path is not None:
