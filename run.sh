@@ -299,11 +299,16 @@ stage_8() {
   wait_all
 }
 
+student_weights() {  # --use-averaged-model of MT2KD after stage 9: the weights it chose on dev, when it chose
+  if [ "${choose_weights_on_dev:-false}" = true ]; then echo dev; else echo "${use_averaged_model:-false}"; fi
+}
+
 stage_9() {
   run python3 local/evaluate_all.py --exp-dir "$exp_dir" --recipe-data "$data_dir" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" --num-jobs "${train_jobs:-1}" --num-threads 1 \
-    --decoding-methods "${decoding_methods:-greedy_search}" --eval-dev "${eval_dev:-true}"
+    --decoding-methods "${decoding_methods:-greedy_search}" --eval-dev "${eval_dev:-true}" \
+    --choose-weights-on-dev "${choose_weights_on_dev:-false}"
   if [ "${streaming:-false}" = true ]; then  # the causal MT2KD student, chunk by chunk (streaming_results.md)
-    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" \
+    run python3 local/evaluate_streaming.py --exp-dir "$exp_dir/mt2kd" --recipe-data "$data_dir" --avg "$avg" --use-averaged-model "$(student_weights)" \
       --chunk-sizes "${streaming_eval_chunks:-16,32}" --left-context-frames "${streaming_eval_left_context:-64}"
   fi
 }
@@ -320,7 +325,7 @@ stage_11() {
                       --streaming-left-context-frames "${streaming_eval_left_context:-64}")
   fi
   # ONNX in sherpa-onnx's layouts: encoder/decoder/joiner (+ tokens.txt), tagger.onnx, speaker.onnx.
-  run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --use-averaged-model "${use_averaged_model:-false}" --lang-dir "$lang_dir" \
+  run python3 local/export.py --exp-dir "$exp_dir/mt2kd" --avg "$avg" --use-averaged-model "$(student_weights)" --lang-dir "$lang_dir" \
     --manifest-dir "$manifest_dir" --out-dir "$exp_dir/mt2kd/onnx" "${streaming_export[@]}"
 }
 

@@ -5,6 +5,10 @@ Systems by folder: teachers/{asr,at,sv} (teachers, each on its own task), single
 students), multitask_scratch (multi-task from scratch), mt2kd (MT2KD), ablation_* (ablations). Each gets a
 results.json (see mt2kd_lib/report/tables.py); a system whose results.json is newer than its checkpoints is
 not evaluated again.
+
+With --choose-weights-on-dev true, each student (not the teachers: their weights are those stage 4 chose for the
+dump) is evaluated on dev with its mean weights (model_avg) and with its last weights, and the one with the lower
+dev error is evaluated on test (mt2kd_lib/evaluation/weights_choice.py); results.json records the choice.
 """
 
 import argparse
@@ -20,6 +24,7 @@ import torch
 
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
+from mt2kd_lib.evaluation.weights_choice import WEIGHTS, choose_on_dev, has_model_avg
 from mt2kd_lib.training.checkpoint import find_checkpoints
 from mt2kd_lib.training.launch import add_averaged_model_arg, str2bool
 from mt2kd_lib.utils.logging import setup_logger
@@ -47,12 +52,22 @@ def write_json(path: Path, obj: Dict) -> None:
 def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: argparse.Namespace,
                  epoch: int) -> Dict:
     """Evaluate one system and write its results.json (runs in a worker process when --num-jobs > 1)."""
-    lang = sorted(args.recipe_data.glob("lang_bpe_*"))
-    model = load_averaged_model(folder, avg=args.avg, use_averaged_model=args.use_averaged_model)
+    lang_dir = next(iter(sorted(args.recipe_data.glob("lang_bpe_*"))), None)
     methods = parse_methods(args.decoding_methods or args.decoding_method)
-    res = evaluate_student(model, args.recipe_data, folder / methods[0], lang[0] if lang else None,
+    use_avg, choice = args.use_averaged_model, None
+    if args.choose_weights_on_dev and group != "teacher" and has_model_avg(folder):
+        def evaluate_dev(flag: bool) -> dict:  # the first decoding method only: it is the one reported as WER
+            model = load_averaged_model(folder, avg=args.avg, use_averaged_model=flag)
+            return evaluate_student(model, args.recipe_data, folder / "weights_dev" / WEIGHTS[flag], lang_dir,
+                                    tasks, methods[0], dev=True, test=False)
+        use_avg, choice = choose_on_dev(evaluate_dev, default=args.use_averaged_model)
+        logging.info(f"{name}: {choice['chosen']} weights ({choice})")
+    model = load_averaged_model(folder, avg=args.avg, use_averaged_model=use_avg)
+    res = evaluate_student(model, args.recipe_data, folder / methods[0], lang_dir,
                            tasks, methods[0], asr_methods=methods, dev=args.eval_dev)
-    res.update(system=name, group=group, epoch=epoch, avg=args.avg, use_averaged_model=args.use_averaged_model)
+    res.update(system=name, group=group, epoch=epoch, avg=args.avg, use_averaged_model=use_avg)
+    if choice is not None:
+        res["weights"] = choice
     write_json(folder / "results.json", res)
     logging.info(f"{name}: {json.dumps(res)}")
     return res
@@ -78,6 +93,9 @@ def main() -> None:
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--eval-dev", type=str2bool, default=True,
                    help="also the dev sets (asr.dev, sv.dev_trials): reported apart, for choosing settings")
+    p.add_argument("--choose-weights-on-dev", type=str2bool, default=False,
+                   help="each student: mean (model_avg) or last weights, whichever has the lower dev error (ASR dev "
+                        "WER, else SV dev EER); --use-averaged-model on a tie, for the teachers, and without dev sets")
     args = p.parse_args()
     init_process(args.exp_dir, args.num_threads)
     todo = []

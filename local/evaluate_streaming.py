@@ -15,6 +15,7 @@ import torch
 
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
 from mt2kd_lib.evaluation.streaming import evaluate_streaming
+from mt2kd_lib.evaluation.weights_choice import resolve_use_averaged_model
 from mt2kd_lib.training.launch import add_averaged_model_arg
 from mt2kd_lib.training.streaming_args import int_list
 from mt2kd_lib.utils.logging import setup_logger
@@ -27,7 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang-dir", type=Path, default=None, help="default: the one <recipe-data>/lang_bpe_* folder")
     p.add_argument("--epoch", type=int, default=None)
     p.add_argument("--avg", type=int, default=1)
-    add_averaged_model_arg(p)
+    add_averaged_model_arg(p, allow_dev=True)
     p.add_argument("--chunk-sizes", type=int_list, default=(16, 32), help="50 Hz frames (16 = 320 ms)")
     p.add_argument("--left-context-frames", type=int, default=64, help="50 Hz frames of left context")
     p.add_argument("--full-context", type=str, default="true", choices=["true", "false"],
@@ -56,7 +57,8 @@ def main() -> None:
     args = get_parser().parse_args()
     setup_logger(args.exp_dir / "log" / "log-evaluate-streaming.txt")
     torch.set_num_threads(args.num_threads)
-    model = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.use_averaged_model)
+    model = load_averaged_model(args.exp_dir, args.epoch, args.avg,
+                                resolve_use_averaged_model(args.exp_dir, args.use_averaged_model))
     if not model.encoder.config.causal:
         raise ValueError(f"{args.exp_dir}: the model is not causal; train it with --causal true (run.sh --streaming true)")
     lang_dir = args.lang_dir or next(iter(sorted(args.recipe_data.glob("lang_bpe_*"))), None)

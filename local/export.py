@@ -26,6 +26,7 @@ import torch
 
 from mt2kd_lib.data.contract import class_labels_path
 from mt2kd_lib.evaluation.evaluate import load_averaged_model
+from mt2kd_lib.evaluation.weights_choice import resolve_use_averaged_model
 from mt2kd_lib.export.onnx_export import (
     DEFAULT_LANGUAGE,
     DEFAULT_MAX_SECONDS,
@@ -43,7 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", type=Path, required=True, help="a system dir holding epoch-*.pt")
     p.add_argument("--epoch", type=int, default=None, help="default: the last epoch")
     p.add_argument("--avg", type=int, default=1)
-    add_averaged_model_arg(p)
+    add_averaged_model_arg(p, allow_dev=True)
     p.add_argument("--lang-dir", type=Path, default=None, help="lang_bpe_N with tokens.txt (needed for the ASR head)")
     p.add_argument("--manifest-dir", type=Path, default=None,
                    help="manifests dir; its class_labels_indices.csv is copied next to tagger.onnx")
@@ -66,7 +67,8 @@ def main() -> None:
     if args.avg < 1:
         raise ValueError(f"--avg must be >= 1, got {args.avg}")
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    model = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.use_averaged_model)
+    model = load_averaged_model(args.exp_dir, args.epoch, args.avg,
+                                resolve_use_averaged_model(args.exp_dir, args.use_averaged_model))
     logging.info(f"model heads: {model.tasks}; parameters: {sum(p.numel() for p in model.parameters()):,}")
 
     tokens = None

@@ -16,6 +16,7 @@ from mt2kd_lib.data.contract import read_class_labels
 from mt2kd_lib.data.features import make_fbank_extractor
 from mt2kd_lib.decoding.greedy_search import greedy_search_batch
 from mt2kd_lib.evaluation.evaluate import load_averaged_model
+from mt2kd_lib.evaluation.weights_choice import chosen_weights
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,17 @@ def test_every_system_trained_and_evaluated(e2e):
         if "sv" in tasks:
             assert 0 <= r["sv"]["eer"]["O"] <= 100 and r["sv"]["min_dcf"]["O"] >= 0
             assert 0 <= r["sv"]["eer_dev"]["dev"] <= 100, name  # the SV dev trials, for choosing settings
+        # egs/mini chooses each student's weights on dev (the teachers keep the dumped ones)
+        if name.startswith("teacher"):
+            assert "weights" not in r, name
+        else:
+            w = r["weights"]
+            if tasks == ["at"]:  # no AT dev set: use_averaged_model (config_tiny: true)
+                assert w["by"].startswith("no dev set") and w["chosen"] == "mean", name
+            else:
+                assert w["by"] == ("ASR dev WER" if "asr" in tasks else "SV dev EER"), name
+                assert w["chosen"] == min(("mean", "last"), key=lambda k: (w[k], k != "mean")), name
+            assert r["use_averaged_model"] == (w["chosen"] == "mean"), name
 
 
 def test_teacher_outputs_dumped_and_attached(e2e):
@@ -109,8 +121,8 @@ def test_sherpa_onnx_runs_the_exported_student_like_ours(e2e, tiny_recipe, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:]
     sherpa = json.loads(out.read_text())
 
-    # what stage 11 exported (config_tiny: avg=1, use_averaged_model=true)
-    model = load_averaged_model(exp / "mt2kd", None, 1, use_averaged_model=True)
+    # what stage 11 exported (config_tiny: avg=1, the weights stage 9 chose on dev)
+    model = load_averaged_model(exp / "mt2kd", None, 1, use_averaged_model=chosen_weights(exp / "mt2kd"))
     symbols = [line.split()[0] for line in (exp / "mt2kd" / "onnx" / "tokens.txt").read_text().splitlines()]
     names = [r[2] for r in read_class_labels(manifests)]
     extractor = make_fbank_extractor()

@@ -48,6 +48,19 @@ def test_dev_columns_after_the_test_ones_and_not_compared(tmp_path):
     assert set(comparison(rows)) == {"WER test", "mAP", "EER O"}
 
 
+def test_weights_column_says_mean_or_last_and_whether_chosen_on_dev(tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[0] = {**rows[0], "use_averaged_model": True, "weights": {"chosen": "mean"}}
+    rows[1] = {**rows[1], "use_averaged_model": False, "weights": {"chosen": "last"}}
+    rows[5] = {**rows[5], "use_averaged_model": True}  # a teacher: its dumped weights, not chosen on dev
+    table = results_table(_write(tmp_path, rows)).splitlines()
+    assert table[0].endswith("| minDCF O | weights |")
+    assert "| mt2kd | mt2kd | 2.00 | 10.40 | 0.400 | 3.00 | 0.300 | mean (on dev) |" in table
+    assert "| single_asr | single-task | 1.00 | 10.00 | - | - | - | last (on dev) |" in table
+    assert "| teacher_asr | teacher | 3.00 | 5.00 | - | - | - | mean |" in table
+    assert "| single_at | single-task | 1.00 | - | 0.420 | - | - | - |" in table
+
+
 def test_comparison_numbers(tmp_path):
     comp = comparison(_write(tmp_path, ROWS))
     wer = comp["WER test"]

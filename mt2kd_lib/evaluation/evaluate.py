@@ -73,7 +73,7 @@ def _load(recipe_data: Path, task: str, split: str) -> CutSet:
 def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Path,
                  method: str = "greedy_search", beam: int = 4, max_duration: float = 300.0,
                  methods: Optional[Sequence[str]] = None, opts: Optional[DecodingOptions] = None,
-                 dev: bool = True) -> Dict[str, dict]:
+                 dev: bool = True, test: bool = True) -> Dict[str, dict]:
     """WER per ASR test set (and, with ``dev``, per dev set) for each decoding method in ``methods`` (default:
     just ``method``).
 
@@ -81,12 +81,13 @@ def evaluate_asr(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir
     ``res_dir``, each other method's to ``res_dir/../<method>``. Returns ``{method: {"wer": {test: WER},
     "wer_dev": {dev: WER}, "rtf": real-time factor (encoder + that method)}}``, or ``{method: {"skipped":
     reason}}`` for a method that cannot run here (e.g. "needs k2"), so that the results say so instead of
-    dropping it. Dev WERs are kept apart from the test ones: they are what settings are chosen on.
+    dropping it. Dev WERs are kept apart from the test ones: they are what settings are chosen on (``test=False``:
+    the dev sets alone).
     """
     methods = list(methods or [method])
     opts = opts or DecodingOptions(beam_size=beam)
     index = contract.read_index(Path(recipe_data) / "manifests")
-    splits = [("wer", s) for s in _as_list(index["asr"].get("test"))]
+    splits = [("wer", s) for s in _as_list(index["asr"].get("test"))] if test else []
     if dev:
         splits += [("wer_dev", s) for s in _as_list(index["asr"].get("dev"))]
     decoders = decoders_for(methods, model.asr_head, lang_dir, opts)
@@ -148,14 +149,15 @@ def evaluate_at(score_fn: Callable[[CutSet], Dict[str, np.ndarray]], recipe_data
 
 @torch.no_grad()
 def evaluate_sv(embed_fn: EmbedFn, recipe_data: Path, res_dir: Path, name: str = "",
-                dev: bool = True) -> Dict[str, Dict[str, float]]:
+                dev: bool = True, test: bool = True) -> Dict[str, Dict[str, float]]:
     """EER (%) and minDCF (p_target 0.01) per trial list; ``embed_fn`` maps cuts to ``cut id -> embedding``.
 
     Returns ``{"eer": {trials: %}, "min_dcf": {trials: x}}`` for the test lists, plus ``eer_dev`` and
-    ``min_dcf_dev`` for the dev lists (``sv.dev_trials``) when ``dev`` and the corpus has them."""
+    ``min_dcf_dev`` for the dev lists (``sv.dev_trials``) when ``dev`` and the corpus has them (``test=False``:
+    the dev lists alone)."""
     manifest_dir = Path(recipe_data) / "manifests"
     sv = contract.read_index(manifest_dir)["sv"]
-    groups = [("", sv["test"], _as_list(sv.get("trials")))]
+    groups = [("", sv["test"], _as_list(sv.get("trials")))] if test else []
     if dev and sv.get("dev") and sv.get("dev_trials"):
         groups.append(("_dev", sv["dev"], _as_list(sv["dev_trials"])))
     out: Dict[str, Dict[str, float]] = {}
@@ -215,12 +217,14 @@ def teacher_sv_embeddings(teacher, batch_size: int = 8) -> EmbedFn:
 
 def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang_dir: Optional[Path],
                      tasks: Sequence[str] = ("asr", "at", "sv"), asr_method: str = "greedy_search",
-                     beam: int = 4, asr_methods: Optional[Sequence[str]] = None, dev: bool = True) -> dict:
+                     beam: int = 4, asr_methods: Optional[Sequence[str]] = None, dev: bool = True,
+                     test: bool = True) -> dict:
     """Every supported task of ``model`` in ``tasks``; returns the results.json fragment.
 
     ASR: ``asr.wer`` (and ``asr.wer_dev`` with ``dev``) is the WER of the first of ``asr_methods`` (default
     ``[asr_method]``); with several methods, ``asr.methods`` has each one's WER and real-time factor, or why it
-    was not run. SV: see :func:`evaluate_sv`."""
+    was not run. SV: see :func:`evaluate_sv`. ``test=False``: the dev sets alone (AT has none, so it is skipped),
+    for choosing settings."""
     res_dir = Path(res_dir)
     res_dir.mkdir(parents=True, exist_ok=True)
     index = contract.read_index(Path(recipe_data) / "manifests")
@@ -229,16 +233,17 @@ def evaluate_student(model: StudentModel, recipe_data: Path, res_dir: Path, lang
         if lang_dir is None:
             raise FileNotFoundError(f"{recipe_data}: no lang_bpe_* folder to decode with; pass lang_dir")
         methods = list(asr_methods or [asr_method])
-        by_method = evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam, methods=methods, dev=dev)
+        by_method = evaluate_asr(model, recipe_data, res_dir, lang_dir, asr_method, beam, methods=methods, dev=dev,
+                                 test=test)
         first = by_method[methods[0]]
         if "skipped" in first:
             raise RuntimeError(f"decoding method {methods[0]}: {first['skipped']}; put a method that can run first")
         results["asr"] = {k: v for k, v in first.items() if k in ("wer", "wer_dev")}
         if len(methods) > 1:
             results["asr"]["methods"] = by_method
-    if "at" in tasks and model.at_head is not None and "at" in index:
+    if test and "at" in tasks and model.at_head is not None and "at" in index:
         maps = evaluate_at(model_at_scores(model), recipe_data, res_dir)
         results["at"] = {"mAP": float(np.mean(list(maps.values()))), "mAP_per_split": maps}
     if "sv" in tasks and model.sv_head is not None and "sv" in index:
-        results["sv"] = evaluate_sv(model_sv_embeddings(model), recipe_data, res_dir, dev=dev)
+        results["sv"] = evaluate_sv(model_sv_embeddings(model), recipe_data, res_dir, dev=dev, test=test)
     return results

@@ -6,7 +6,9 @@ Each system's evaluation writes ``results.json``:
 ``{"system", "group", "params", "asr": {"wer": {test: %}, "wer_dev": {dev: %}}, "at": {"mAP": x},
 "sv": {"eer": {trials: %}, "min_dcf": {trials: x}, "eer_dev": {dev trials: %}, "min_dcf_dev": {...}},
 "train_time_s"}``; a task a system does not support is absent. Dev columns (what settings are chosen on) come
-after the test ones and are left out of the comparison with the baselines.
+after the test ones and are left out of the comparison with the baselines. The last column says which weights were
+evaluated (``use_averaged_model``: the mean weights of model_avg, or the last ones; "on dev" when stage 9 chose
+them per system on dev, ``weights`` in results.json).
 """
 
 import json
@@ -37,12 +39,20 @@ def _dev_columns(rows: List[dict]):
     return devs, trials
 
 
+def _weights(r: dict) -> str:
+    if "use_averaged_model" not in r:
+        return "-"
+    return ("mean" if r["use_averaged_model"] else "last") + (" (on dev)" if "weights" in r else "")
+
+
 def results_table(rows: List[dict]) -> str:
     tests, trials = _columns(rows)
     devs, dev_trials = _dev_columns(rows)
+    with_weights = any("use_averaged_model" in r for r in rows)
     head = ["system", "group", "params (M)"] + [f"WER {t} (%)" for t in tests] + ["mAP"]
     head += [f"EER {t} (%)" for t in trials] + [f"minDCF {t}" for t in trials]
     head += [f"dev: WER {t} (%)" for t in devs] + [f"dev: EER {t} (%)" for t in dev_trials]
+    head += ["weights"] if with_weights else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         asr, sv = r.get("asr", {}), r.get("sv", {})
@@ -53,6 +63,7 @@ def results_table(rows: List[dict]) -> str:
         cells += [_fmt(sv.get("min_dcf", {}).get(t), 3) for t in trials]
         cells += [_fmt(asr.get("wer_dev", {}).get(t)) for t in devs]
         cells += [_fmt(sv.get("eer_dev", {}).get(t)) for t in dev_trials]
+        cells += [_weights(r)] if with_weights else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -63,11 +63,19 @@ def add_schedule_args(p: argparse.ArgumentParser) -> None:
                    help="batches until Zipformer's regularisation warm-up (layer skipping, dropout) ends; icefall: 4000")
 
 
-def add_averaged_model_arg(p: argparse.ArgumentParser, help_prefix: str = "") -> None:
-    """``--use-averaged-model``, the option of every script that loads a trained model (beside its ``--avg``)."""
-    p.add_argument("--use-averaged-model", type=str2bool, default=False,
+def str2bool_or_dev(v: str):
+    """argparse type: ``true``/``false`` as :func:`str2bool`, or ``dev`` (kept as the string)."""
+    return v if v == "dev" else str2bool(v)
+
+
+def add_averaged_model_arg(p: argparse.ArgumentParser, help_prefix: str = "", allow_dev: bool = False) -> None:
+    """``--use-averaged-model``, the option of every script that loads a trained model (beside its ``--avg``).
+    ``allow_dev``: also ``dev``, the choice stage 9 made on dev and recorded in <exp-dir>/results.json
+    (mt2kd_lib/evaluation/weights_choice.py)."""
+    p.add_argument("--use-averaged-model", type=str2bool_or_dev if allow_dev else str2bool, default=False,
                    help=help_prefix + "the mean weights of the last --avg epochs (checkpoints' model_avg, icefall) "
-                        "instead of averaging epoch-N.pt files")
+                        "instead of averaging epoch-N.pt files" +
+                        ("; dev: as chosen on dev in stage 9 (<exp-dir>/results.json)" if allow_dev else ""))
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:
