@@ -24,7 +24,7 @@ import torch
 
 from mt2kd_lib.decoding.methods import METHODS, parse_methods
 from mt2kd_lib.evaluation.evaluate import evaluate_student, load_averaged_model
-from mt2kd_lib.evaluation.weights_choice import WEIGHTS, choose_on_dev, has_model_avg
+from mt2kd_lib.evaluation.weights_choice import WEIGHTS, choose_on_dev, last_epoch_has_model_avg
 from mt2kd_lib.training.checkpoint import find_checkpoints
 from mt2kd_lib.training.launch import add_averaged_model_arg, str2bool
 from mt2kd_lib.utils.logging import setup_logger
@@ -55,7 +55,7 @@ def evaluate_one(name: str, group: str, folder: Path, tasks: List[str], args: ar
     lang_dir = next(iter(sorted(args.recipe_data.glob("lang_bpe_*"))), None)
     methods = parse_methods(args.decoding_methods or args.decoding_method)
     use_avg, choice = args.use_averaged_model, None
-    if args.choose_weights_on_dev and group != "teacher" and has_model_avg(folder):
+    if args.choose_weights_on_dev and group != "teacher" and last_epoch_has_model_avg(folder):
         def evaluate_dev(flag: bool) -> dict:  # the first decoding method only: it is the one reported as WER
             model = load_averaged_model(folder, avg=args.avg, use_averaged_model=flag)
             return evaluate_student(model, args.recipe_data, folder / "weights_dev" / WEIGHTS[flag], lang_dir,

@@ -15,17 +15,15 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 
 from mt2kd_lib.training.checkpoint import find_checkpoints
+from mt2kd_lib.training.model_avg import has_model_avg
 
 WEIGHTS = {True: "mean", False: "last"}
 
 
-def has_model_avg(exp_dir: Path) -> bool:
+def last_epoch_has_model_avg(exp_dir: Path) -> bool:
     """Whether the last epoch checkpoint of ``exp_dir`` carries model_avg (trained with --average-period > 0)."""
     found = find_checkpoints(exp_dir, "epoch")
-    if not found:
-        return False
-    ckpt = torch.load(found[0], map_location="cpu", weights_only=False)
-    return "model_avg" in ckpt and int(ckpt.get("params", {}).get("average_period", 0) or 0) > 0
+    return bool(found) and has_model_avg(torch.load(found[0], map_location="cpu", weights_only=False))
 
 
 def dev_error(results: dict) -> Optional[Tuple[str, float]]:
@@ -42,7 +40,9 @@ def choose_on_dev(evaluate_dev: Callable[[bool], dict], default: bool) -> Tuple[
     """``evaluate_dev(use_averaged_model)`` -> results fragment of the dev sets. Returns the chosen
     ``use_averaged_model`` (the lower dev error; ``default`` on a tie or without dev sets) and the record of the
     choice for results.json."""
-    errors = {flag: dev_error(evaluate_dev(flag)) for flag in (default, not default)}
+    errors = {default: dev_error(evaluate_dev(default))}
+    if errors[default] is not None:  # a system without dev sets is not evaluated a second time
+        errors[not default] = dev_error(evaluate_dev(not default))
     if errors[default] is None or errors[not default] is None:
         return default, {"chosen": WEIGHTS[default], "by": "no dev set: --use-averaged-model"}
     what = errors[default][0]

@@ -31,14 +31,22 @@ def update_model_avg(model_avg: State, model: nn.Module, batch_idx_train: int, a
             avg.mul_(1.0 - weight_cur).add_(cur[k].detach().to(avg.device, torch.float64), alpha=weight_cur)
 
 
+def _period(ckpt: Dict[str, Any]) -> int:
+    return int(ckpt.get("params", {}).get("average_period", 0) or 0)
+
+
+def has_model_avg(ckpt: Dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint carries a usable ``model_avg`` (trained with --average-period > 0)."""
+    return "model_avg" in ckpt and _period(ckpt) > 0
+
+
 def _averaged_until(ckpt: Dict[str, Any], path: Path) -> int:
     """The last batch folded into this checkpoint's ``model_avg``."""
-    params = ckpt.get("params", {})
-    period = int(params.get("average_period", 0) or 0)
-    if "model_avg" not in ckpt or period <= 0:
+    period = _period(ckpt)
+    if not has_model_avg(ckpt):
         raise ValueError(f"{path}: no model_avg in this checkpoint (trained with --average-period 0, or by an older "
                          "mt2kd); evaluate it with --use-averaged-model false")
-    return (int(params["batch_idx_train"]) // period) * period
+    return (int(ckpt["params"]["batch_idx_train"]) // period) * period
 
 
 def average_between(end_path: Union[str, Path], start_path: Optional[Union[str, Path]] = None,
