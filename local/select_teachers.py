@@ -4,7 +4,8 @@
 --mode train       the recipe-trained teachers <teachers-exp>/{asr,at,sv}/epoch-N.pt (with --use-averaged-model, the
                    mean weights of their last --avg epochs, written beside them); the SV teacher is the
                    recipe-trained one, resemblyzer's pretrained speaker encoder, or (auto) whichever has the lower
-                   EER on the SV test trials (both numbers are logged and kept in teachers_selection.json).
+                   EER on the SV dev trials (test trials only when the corpus has no dev list; both candidates'
+                   numbers are logged and kept in teachers_selection.json).
 --mode pretrained  a given teachers yaml (Whisper / BEATs / ECAPA checkpoints): every teacher is loaded once and
                    its output dimension checked before the yaml is copied.
 """
