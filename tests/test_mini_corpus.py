@@ -28,6 +28,7 @@ def test_contract_holds_with_expected_counts(tiny_recipe):
     assert c["asr_cuts_train.jsonl.gz"] == cfg.asr_train
     assert c["asr_cuts_test.jsonl.gz"] == cfg.asr_test
     assert c["sv_cuts_train.jsonl.gz"] == cfg.sv_utts_per_train_speaker * cfg.num_train_speakers
+    assert c["sv_cuts_teacher_extra.jsonl.gz"] == cfg.sv_teacher_extra_utts_per_train_speaker * cfg.num_train_speakers
     assert c["at_cuts_eval.jsonl.gz"] == cfg.at_eval
     assert c["sv_trials_O.txt"] == cfg.sv_trials
     assert c["sv_cuts_dev.jsonl.gz"] == cfg.sv_utts_per_test_speaker * cfg.num_sv_dev_speakers
@@ -87,7 +88,7 @@ def test_kd_pool_is_unlabelled_union(tiny_recipe):
 
 def test_generation_is_deterministic(tmp_path):
     cfg = MiniConfig(num_train_speakers=3, num_dev_speakers=1, num_test_speakers=2, asr_train=4,
-                     asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1,
+                     asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1, sv_teacher_extra_utts_per_train_speaker=0,
                      sv_utts_per_test_speaker=2, sv_trials=4, at_train=3, at_teacher_extra=0, at_eval=2,
                      at_clip_seconds=1.0, num_sv_dev_speakers=0)
     a = prepare_mini(cfg, tmp_path / "a", num_jobs=1)
@@ -106,12 +107,27 @@ def test_sv_dev_split_leaves_the_other_splits_as_they_were(tmp_path):
     with_dev, groups = plan_corpus(MiniConfig(), tmp_path)
     without, _ = plan_corpus(MiniConfig(num_sv_dev_speakers=0), tmp_path)
     key = lambda it: (it.id, it.speaker, it.text, it.seed, it.clip_seconds)  # noqa: E731
-    assert [key(it) for it in with_dev if (it.task, it.split) != ("sv", "dev")] == [key(it) for it in without]
+    same = lambda items: [key(it) for it in items if it.task != "sv" or it.split not in ("dev", "teacher_extra")]  # noqa: E731
+    assert same(with_dev) == same(without)
     dev = [it for it in with_dev if (it.task, it.split) == ("sv", "dev")]
     assert len(dev) == MiniConfig().sv_utts_per_test_speaker * MiniConfig().num_sv_dev_speakers
     assert {it.speaker for it in dev} == set(groups["sv_dev"])
     others = {it.text for it in without if it.text}
     assert not {it.text for it in dev} & others
+
+
+def test_sv_teacher_extra_split_leaves_the_other_splits_as_they_were(tmp_path):
+    """The SV teacher's extra utterances come from their own random stream: every other item is the same with or
+    without them; they are of the training speakers, in sentences that are in no dev or test split."""
+    with_extra, groups = plan_corpus(MiniConfig(), tmp_path)
+    without, _ = plan_corpus(MiniConfig(sv_teacher_extra_utts_per_train_speaker=0), tmp_path)
+    key = lambda it: (it.id, it.speaker, it.text, it.seed, it.clip_seconds)  # noqa: E731
+    extra = [it for it in with_extra if (it.task, it.split) == ("sv", "teacher_extra")]
+    assert [key(it) for it in with_extra if it not in extra] == [key(it) for it in without]
+    assert len(extra) == MiniConfig().sv_teacher_extra_utts_per_train_speaker * MiniConfig().num_train_speakers
+    assert {it.speaker for it in extra} == set(groups["train"])
+    held_out = {it.text for it in without if it.split in ("dev", "test")}
+    assert not {it.text for it in extra} & held_out
 
 
 def test_speakers_distinct_and_trials_need_two_speakers():

@@ -60,6 +60,7 @@ def corpus(tmp_path_factory):
     cfg = MiniConfig(
         seed=3, num_train_speakers=4, num_dev_speakers=2, num_test_speakers=3, asr_train=8, asr_teacher_extra=1,
         asr_dev=2, asr_test=3, min_words=4, max_words=5, sv_utts_per_train_speaker=3, sv_utts_per_test_speaker=2,
+        sv_teacher_extra_utts_per_train_speaker=1,
         sv_trials=10, at_train=6, at_teacher_extra=1, at_eval=4, at_clip_seconds=1.0, at_max_events=2,
     )
     prepare_mini(cfg, root)

@@ -26,6 +26,9 @@ class MiniConfig:
     # SV: utterances per training speaker / per test (and SV dev) speaker, and the number of trials (half
     # target) of the test list and of the dev list.
     sv_utts_per_train_speaker: int = 10
+    # More utterances of the same training speakers that only the SV teacher sees (as the ASR/AT teacher_extra
+    # splits): a recipe-trained SV teacher then knows more than the single-task SV student.
+    sv_teacher_extra_utts_per_train_speaker: int = 10
     sv_utts_per_test_speaker: int = 8
     sv_trials: int = 2000
     sv_dev_trials: int = 2000

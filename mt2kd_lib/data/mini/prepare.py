@@ -31,7 +31,7 @@ INDEX = {
     "at": {"train": "train", "eval": ["eval"]},
     "sv": {"train": "train", "test": "test", "trials": ["O"]},
     "kd": {"pool": "pool"},
-    "teacher_extra": {"asr": ["teacher_extra"], "at": ["teacher_extra"]},
+    "teacher_extra": {"asr": ["teacher_extra"], "at": ["teacher_extra"], "sv": ["teacher_extra"]},
 }
 
 
@@ -95,6 +95,10 @@ def plan_corpus(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str,
     # Drawn last, so that the sentences above do not depend on the SV dev split's size.
     sv_dev_sents = text.sentences(rng, cfg.sv_utts_per_test_speaker * n_svd, cfg.min_words, cfg.max_words,
                                   exclude=set(train_sents) | set(held_out) | set(test_sents))
+    # Their own random stream, drawn after the others: the SV teacher's extra data changes no other split.
+    n_sv_extra = cfg.sv_teacher_extra_utts_per_train_speaker * n_tr
+    sv_extra_sents = text.sentences(np.random.default_rng([cfg.seed, 2]), n_sv_extra, cfg.min_words, cfg.max_words,
+                                    exclude=set(held_out) | set(test_sents) | set(sv_dev_sents))
     items: List[Item] = []
 
     def speech(task: str, split: str, n: int, speakers: List[Speaker], sents: List[str], code: int) -> None:
@@ -112,6 +116,7 @@ def plan_corpus(cfg: MiniConfig, audio_dir: Path) -> Tuple[List[Item], Dict[str,
     speech("sv", "train", cfg.sv_utts_per_train_speaker * n_tr, groups["train"], train_sents[off:], 20)
     speech("sv", "test", cfg.sv_utts_per_test_speaker * n_te, groups["test"], test_sents[cfg.asr_test :], 21)
     speech("sv", "dev", cfg.sv_utts_per_test_speaker * n_svd, groups["sv_dev"], sv_dev_sents, 22)
+    speech("sv", "teacher_extra", n_sv_extra, groups["train"], sv_extra_sents, 23)
     for split, n, code, pool in (
         ("train", cfg.at_train, 30, groups["train"]),
         ("teacher_extra", cfg.at_teacher_extra, 31, groups["train"]),
@@ -196,6 +201,8 @@ def prepare_mini(cfg: MiniConfig, out_dir: Path, num_jobs: int = 1) -> Dict[str,
     out["kd_pool"].to_file(contract.cuts_path(manifest_dir, "kd", "pool"))
 
     index = copy.deepcopy(INDEX)
+    # A teacher_extra split sized 0 has no manifest, so the index does not name it.
+    index["teacher_extra"] = {t: s for t, s in index["teacher_extra"].items() if f"{t}_teacher_extra" in out}
     lists = [("O", out["sv_test"], cfg.sv_trials, 40)]
     if "sv_dev" in out:
         index["sv"].update(dev="dev", dev_trials=["dev"])
