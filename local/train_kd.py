@@ -27,6 +27,7 @@ from mt2kd_lib.data.teacher_shar import dump_pool_dir, load_dump_config, pool_du
 from mt2kd_lib.models.factory import load_model_config
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
+from mt2kd_lib.models.kd_init import check_sv_head_matches_teachers
 from mt2kd_lib.teachers.mvq import mvq_teacher_fields
 from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
 from mt2kd_lib.training.trainer import (
@@ -124,6 +125,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     teachers = teacher_configs(args, kd_input_stacks(model_cfg, args.sv_input_stack))
     for t in teachers:
         logging.info(f"teacher {t['name']}: task {t['task']}, {t['kind']}, dim {t['dim']}, scale {t['scale']}")
+    check_sv_head_matches_teachers(model_cfg, teachers)
     names = [t["name"] for t in teachers]
     pool_dir = args.pool_dir or dump_pool_dir(args.teacher_dir, names[0])
     cuts, fields = read_kd_cuts(pool_dir, args.teacher_dir, names, shuffle_shards=args.shuffle_shards,

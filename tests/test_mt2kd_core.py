@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, load_script
 from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, write_json
 from mt2kd_lib.models.factory import build_student, load_model_config
-from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
+from mt2kd_lib.models.kd_init import check_sv_head_matches_teachers, init_from_kd_checkpoint
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.training.trainer import fix_random_seed
 
@@ -150,6 +150,15 @@ def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_
     other = dict(_student_cfg(), encoder=dict(ENCODER, encoder_dim=[48], encoder_unmasked_dim=[48]))
     with pytest.raises(ValueError, match="does not match the student's"):
         init_from_kd_checkpoint(build_student(other), path)
+
+
+def test_stage1_warns_before_training_when_the_sv_teacher_dim_is_not_the_sv_head_s(caplog):
+    """The mismatch that stage 2 would find after the whole KD run is named when stage 1 starts."""
+    teachers = [ASR_T, AT_T, SV_T]
+    assert check_sv_head_matches_teachers(_student_cfg(emb_dim=16), teachers) == []
+    with caplog.at_level(logging.WARNING):
+        assert check_sv_head_matches_teachers(_student_cfg(emb_dim=8), teachers) == ["sv_t"]
+    assert "emb_dim" in caplog.text and "16" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,19 @@ def _load_matching(dst: torch.nn.Module, src_state: Dict[str, torch.Tensor], wha
     return sorted(take)
 
 
+def check_sv_head_matches_teachers(model_cfg: dict, teachers: List[dict]) -> List[str]:
+    """Stage 1, before training: the SV teachers whose embedding dim differs from the student's SV head
+    (``heads.sv.emb_dim``), each warned about now, since stage 2 could not start from that distilled head."""
+    emb_dim = ((model_cfg.get("heads") or {}).get("sv") or {}).get("emb_dim")
+    off = [t for t in teachers if t["task"] == "sv" and t["kind"] != "frame" and emb_dim is not None
+           and int(t["dim"]) != int(emb_dim)]
+    for t in off:
+        logging.warning(f"SV teacher {t['name']} gives {t['dim']}-d embeddings but the student's heads.sv.emb_dim is "
+                        f"{emb_dim}: stage 2 will start its SV head fresh instead of from this KD head. Set emb_dim "
+                        f"to {t['dim']} in the student's yaml to transfer it")
+    return [t["name"] for t in off]
+
+
 def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Dict[str, int]:
     """Load the encoder (all of it must match) and whichever KD heads fit; returns counts per part."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
