@@ -88,8 +88,8 @@ def test_kd_pool_is_unlabelled_union(tiny_recipe):
 
 def test_generation_is_deterministic(tmp_path):
     cfg = MiniConfig(num_train_speakers=3, num_dev_speakers=1, num_test_speakers=2, asr_train=4,
-                     asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1, sv_teacher_extra_utts_per_train_speaker=0,
-                     sv_utts_per_test_speaker=2, sv_trials=4, at_train=3, at_teacher_extra=0, at_eval=2,
+                     asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1,
+                     sv_teacher_extra_utts_per_train_speaker=0, sv_utts_per_test_speaker=2, sv_trials=4, at_train=3, at_teacher_extra=0, at_eval=2,
                      at_clip_seconds=1.0, num_sv_dev_speakers=0)
     a = prepare_mini(cfg, tmp_path / "a", num_jobs=1)
     b = prepare_mini(cfg, tmp_path / "b", num_jobs=2)
@@ -107,7 +107,8 @@ def test_sv_dev_split_leaves_the_other_splits_as_they_were(tmp_path):
     with_dev, groups = plan_corpus(MiniConfig(), tmp_path)
     without, _ = plan_corpus(MiniConfig(num_sv_dev_speakers=0), tmp_path)
     key = lambda it: (it.id, it.speaker, it.text, it.seed, it.clip_seconds)  # noqa: E731
-    same = lambda items: [key(it) for it in items if it.task != "sv" or it.split not in ("dev", "teacher_extra")]  # noqa: E731
+    same = lambda items: [key(it) for it in items  # noqa: E731
+                          if it.task != "sv" or it.split not in ("dev", "teacher_extra")]
     assert same(with_dev) == same(without)
     dev = [it for it in with_dev if (it.task, it.split) == ("sv", "dev")]
     assert len(dev) == MiniConfig().sv_utts_per_test_speaker * MiniConfig().num_sv_dev_speakers
