@@ -89,7 +89,8 @@ def test_kd_pool_is_unlabelled_union(tiny_recipe):
 def test_generation_is_deterministic(tmp_path):
     cfg = MiniConfig(num_train_speakers=3, num_dev_speakers=1, num_test_speakers=2, asr_train=4,
                      asr_teacher_extra=0, asr_dev=1, asr_test=2, sv_utts_per_train_speaker=1,
-                     sv_teacher_extra_utts_per_train_speaker=0, sv_utts_per_test_speaker=2, sv_trials=4, at_train=3, at_teacher_extra=0, at_eval=2,
+                     sv_teacher_extra_utts_per_train_speaker=0, sv_utts_per_test_speaker=2, sv_trials=4,
+                     at_train=3, at_teacher_extra=0, at_eval=2,
                      at_clip_seconds=1.0, num_sv_dev_speakers=0)
     a = prepare_mini(cfg, tmp_path / "a", num_jobs=1)
     b = prepare_mini(cfg, tmp_path / "b", num_jobs=2)
