@@ -249,7 +249,8 @@ kd_command() {  # kd_command NAME TEACHERS MASK: sets cmd to the stage-1 trainin
 
 finetune_command() {  # finetune_command NAME TEACHERS: sets cmd to the stage-2 training of $exp_dir/NAME
   cmd=(python3 local/train.py --task multi --model-config "$student_config"
-       --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --encoder-lr-scale "$finetune_encoder_lr_scale"
+       --init-from-kd "$exp_dir/$1/kd/epoch-$kd_epochs.pt" --init-from-kd-weights "${finetune_init_weights:-last}"
+       --encoder-lr-scale "$finetune_encoder_lr_scale" --distilled-heads-lr-scale "${finetune_distilled_heads_lr_scale:-1.0}"
        --exp-dir "$exp_dir/$1" --num-epochs "$finetune_epochs"
        --freeze-encoder-steps "${finetune_freeze_encoder_steps:-0}" "${train_common[@]}" "${streaming_opt[@]}")
   if [ "${finetune_at_soft_labels:-false}" = true ]; then

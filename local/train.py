@@ -60,7 +60,7 @@ from mt2kd_lib.models.factory import (
     select_tasks,
     speaker_map_from_config,
 )
-from mt2kd_lib.models.kd_init import init_from_kd_checkpoint
+from mt2kd_lib.models.kd_init import distilled_head_modules, init_from_kd_checkpoint
 from mt2kd_lib.models.icefall_init import add_icefall_init_args, init_from_icefall
 from mt2kd_lib.training.streaming_args import add_streaming_args, apply_streaming_args
 from mt2kd_lib.training.trainer import (
@@ -117,6 +117,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="also train on the index's teacher_extra splits (labelled data only teachers see)")
     p.add_argument("--init-from-kd", type=Path, default=None,
                    help="MT2KD stage 2: start from this stage-1 (local/train_kd.py) checkpoint")
+    p.add_argument("--init-from-kd-weights", choices=["last", "mean"], default="last",
+                   help="which weights of the --init-from-kd checkpoint: last, or mean (its model_avg)")
+    p.add_argument("--distilled-heads-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier of the head parts taken from KD heads (AT head, SV pooling + "
+                        "embedding): smaller keeps more of what was distilled")
     p.add_argument("--encoder-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier of the encoder (smaller when fine-tuning a KD encoder)")
     p.add_argument("--freeze-encoder-steps", type=int, default=0,
@@ -289,8 +294,12 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     train_dl, valid_dl, cfg = prepare_data(args, tasks, sp, rank, world_size, model_cfg)
     fix_random_seed(args.seed)
     model = build_student(cfg)
-    if args.init_from_kd is not None and args.start_epoch == 1 and args.start_batch == 0:
-        init_from_kd_checkpoint(model, args.init_from_kd)
+    if args.init_from_kd is not None:
+        # Also when resuming (the resumed checkpoint then replaces these weights): which head parts came from KD
+        # decides the optimizer's lr groups, which must be laid out as in the checkpoint.
+        counts = init_from_kd_checkpoint(model, args.init_from_kd, args.init_from_kd_weights)
+        for m in distilled_head_modules(model, counts) if args.distilled_heads_lr_scale != 1.0 else []:
+            m.lr_scale = args.distilled_heads_lr_scale  # read by get_parameter_groups_with_lrs
     if args.init_from_icefall is not None and args.start_epoch == 1 and args.start_batch == 0:
         init_from_icefall(model, args.init_from_icefall, args.init_from_icefall_parts, args.icefall_bpe,
                           args.lang_dir / "bpe.model" if args.lang_dir is not None else None)

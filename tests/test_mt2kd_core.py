@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, load_script
 from mt2kd_lib.data.teacher_shar import CONFIG_NAME, LAYOUT, write_json
 from mt2kd_lib.models.factory import build_student, load_model_config
-from mt2kd_lib.models.kd_init import check_sv_head_matches_teachers, init_from_kd_checkpoint
+from mt2kd_lib.models.kd_init import check_sv_head_matches_teachers, distilled_head_modules, init_from_kd_checkpoint
 from mt2kd_lib.models.kd_model import build_kd_model
 from mt2kd_lib.training.trainer import fix_random_seed
 
@@ -150,6 +150,31 @@ def test_stage2_init_keeps_mismatched_heads_new_and_refuses_another_encoder(tmp_
     other = dict(_student_cfg(), encoder=dict(ENCODER, encoder_dim=[48], encoder_unmasked_dim=[48]))
     with pytest.raises(ValueError, match="does not match the student's"):
         init_from_kd_checkpoint(build_student(other), path)
+
+
+def test_stage2_starts_from_the_kd_mean_weights_and_scales_the_distilled_heads_lr(tmp_path):
+    """weights="mean" takes the checkpoint's model_avg; the distilled head parts (AT head, SV pooling and
+    embedding, not the new speaker classifier) are the ones --distilled-heads-lr-scale slows down."""
+    from mt2kd_lib.training.optim import get_parameter_groups_with_lrs
+
+    path = _save_kd(tmp_path, [ASR_T, AT_T, SV_T])
+    ckpt = torch.load(path, weights_only=False)
+    with pytest.raises(ValueError, match="no model_avg"):
+        init_from_kd_checkpoint(build_student(_student_cfg()), path, weights="mean")
+    ckpt["model_avg"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, path)
+    student = build_student(_student_cfg())
+    counts = init_from_kd_checkpoint(student, path, weights="mean")
+    key = next(k for k in ckpt["model_avg"] if k.startswith("encoder.") and ckpt["model_avg"][k].is_floating_point())
+    assert torch.equal(student.state_dict()[key], ckpt["model_avg"][key])
+    parts = distilled_head_modules(student, counts)
+    assert student.at_head in parts and student.sv_head.proj in parts and student.sv_head.pooling in parts
+    assert student.sv_head.classifier not in parts
+    for m in parts:
+        m.lr_scale = 0.2
+    slow = {id(p) for m in parts for p in m.parameters()}
+    for g in get_parameter_groups_with_lrs(student, 1.0):
+        assert all((id(p) in slow) == (g["lr"] == pytest.approx(0.2)) for p in g["params"])
 
 
 def test_stage1_warns_before_training_when_the_sv_teacher_dim_is_not_the_sv_head_s(caplog):

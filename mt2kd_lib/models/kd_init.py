@@ -36,10 +36,18 @@ def check_sv_head_matches_teachers(model_cfg: dict, teachers: List[dict]) -> Lis
     return [t["name"] for t in off]
 
 
-def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Dict[str, int]:
-    """Load the encoder (all of it must match) and whichever KD heads fit; returns counts per part."""
+def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path], weights: str = "last") -> Dict[str, int]:
+    """Load the encoder (all of it must match) and whichever KD heads fit; returns counts per part.
+
+    ``weights``: "last" (the checkpoint's ``model``) or "mean" (its ``model_avg``, icefall's running mean of the
+    weights since the start of KD, which the trainer keeps every ``--average-period`` batches)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt["model"]
+    if weights not in ("last", "mean"):
+        raise ValueError(f"init_from_kd_checkpoint: weights {weights!r} is neither 'last' nor 'mean'")
+    if weights == "mean" and ckpt.get("model_avg") is None:
+        raise ValueError(f"{path} has no model_avg (mean weights): train KD with --average-period > 0, or start "
+                         "stage 2 from its last weights")
+    state = ckpt["model_avg"] if weights == "mean" else ckpt["model"]
     kd_cfg = (ckpt.get("model_config") or {}).get("kd", {})
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     own = student.encoder.state_dict()
@@ -68,5 +76,16 @@ def init_from_kd_checkpoint(student: StudentModel, path: Union[str, Path]) -> Di
                             f"{t['name']}'s {len(head_state)} tensors untransferred (shapes differ): give heads."
                             f"{t['task']} the KD head's sizes (sv: emb_dim = the teacher's dim {t['dim']}, "
                             f"attention_channels 128) to start stage 2 from the distilled head")
-    logging.info(f"initialised from {path}: {counts}")
+    logging.info(f"initialised from {path} ({weights} weights): {counts}")
     return counts
+
+
+def distilled_head_modules(student: StudentModel, counts: Dict[str, int]) -> List[torch.nn.Module]:
+    """The head parts ``init_from_kd_checkpoint`` filled from KD heads (its ``counts``): the whole AT head, and the
+    SV head's pooling and embedding (its speaker classifier is always new)."""
+    out: List[torch.nn.Module] = []
+    if any(k.startswith("at_head_from_") and n for k, n in counts.items()):
+        out.append(student.at_head)
+    if any(k.startswith("sv_head_from_") and n for k, n in counts.items()):
+        out += [m for name, m in student.sv_head.named_children() if name != "classifier"]
+    return out
