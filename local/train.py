@@ -294,13 +294,14 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     train_dl, valid_dl, cfg = prepare_data(args, tasks, sp, rank, world_size, model_cfg)
     fix_random_seed(args.seed)
     model = build_student(cfg)
-    if args.init_from_kd is not None:
-        # Also when resuming (the resumed checkpoint then replaces these weights): which head parts came from KD
-        # decides the optimizer's lr groups, which must be laid out as in the checkpoint.
+    fresh_start = args.start_epoch == 1 and args.start_batch == 0
+    # A resume with --distilled-heads-lr-scale reads the KD checkpoint too (its weights are then replaced by the
+    # resumed ones): which head parts came from KD decides the lr groups, laid out as in the checkpoint.
+    if args.init_from_kd is not None and (fresh_start or args.distilled_heads_lr_scale != 1.0):
         counts = init_from_kd_checkpoint(model, args.init_from_kd, args.init_from_kd_weights)
         for m in distilled_head_modules(model, counts) if args.distilled_heads_lr_scale != 1.0 else []:
             m.lr_scale = args.distilled_heads_lr_scale  # read by get_parameter_groups_with_lrs
-    if args.init_from_icefall is not None and args.start_epoch == 1 and args.start_batch == 0:
+    if args.init_from_icefall is not None and fresh_start:
         init_from_icefall(model, args.init_from_icefall, args.init_from_icefall_parts, args.icefall_bpe,
                           args.lang_dir / "bpe.model" if args.lang_dir is not None else None)
     if args.encoder_lr_scale != 1.0:
