@@ -197,6 +197,7 @@ def test_resume_with_the_option_off(frozen_run, tiny_recipe, tmp_path, caplog):
     _trainer(tiny_recipe, tmp_path / "a", FREEZE, encoder_lr_scale=0.5).fit()
     (tmp_path / "b").mkdir()
     shutil.copyfile(tmp_path / "a" / "checkpoint-1.pt", tmp_path / "b" / "checkpoint-1.pt")
+    caplog.clear()  # run "a" logs "Encoder frozen" too when an earlier test left the root logger at INFO
     with caplog.at_level(logging.INFO, logger="mt2kd_lib.training.trainer"):
         _trainer(tiny_recipe, tmp_path / "b", 0, encoder_lr_scale=0.5, start_batch=1).fit()
     assert f"was trained with freeze_encoder_steps={FREEZE}; continuing with 0" in caplog.text
